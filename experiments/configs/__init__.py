@@ -1,0 +1,123 @@
+"""Named experiment configs: `get_config(name_or_path)`, `list_configs()` and the `--config` flag.
+
+A bare name such as `row_lstm_mnist` resolves to `experiments/configs/row_lstm_mnist.py`; a
+path to any `.py` file that defines `get_config()` works too. Every config comes back locked,
+so assigning a misspelt field raises instead of adding a new one.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent
+# Files in this folder that are not experiments.
+_NOT_EXPERIMENTS = frozenset({"__init__", "base"})
+
+
+def list_configs() -> list[str]:
+    """Returns the sorted names of every named experiment config."""
+    return sorted(
+        path.stem for path in CONFIG_DIR.glob("*.py") if path.stem not in _NOT_EXPERIMENTS
+    )
+
+
+def resolve_config_path(name_or_path: str) -> pathlib.Path:
+    """Maps a config name or a path to the config file it means.
+
+    Args:
+      name_or_path: a name from `list_configs()` (`row_lstm_mnist`), or a path to a `.py`
+        file that defines `get_config()`.
+
+    Returns:
+      The absolute path of the config file.
+
+    Raises:
+      ValueError: the name is unknown or the path does not exist; the message lists the names.
+    """
+    text = str(name_or_path)
+    if text.endswith(".py") or "/" in text:
+        path = pathlib.Path(text).expanduser()
+        if path.is_file():
+            return path.resolve()
+        raise ValueError(
+            f"Config file {text!r} does not exist. Pass a path to a .py file defining "
+            f"get_config(), or one of these names: {', '.join(list_configs())}."
+        )
+    if text in list_configs():
+        return CONFIG_DIR / f"{text}.py"
+    raise ValueError(
+        f"Unknown config {text!r}. Known configs: {', '.join(list_configs())}. "
+        "A path to a .py file defining get_config() also works."
+    )
+
+
+def config_name(name_or_path: str) -> str:
+    """Returns the short name of a config (the file stem), e.g. for a default workdir."""
+    return resolve_config_path(name_or_path).stem
+
+
+def get_config(name_or_path: str) -> ml_collections.ConfigDict:
+    """Loads a config by name or path and returns it locked.
+
+    Args:
+      name_or_path: see `resolve_config_path`.
+
+    Returns:
+      The experiment's locked ConfigDict.
+
+    Raises:
+      ValueError: unknown name, missing file, or a file without `get_config()`.
+    """
+    path = resolve_config_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"_pixel_rnn_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"Config file {path} does not define get_config().")
+    config = module.get_config()
+    config.lock()
+    return config
+
+
+class _NameOrPathConfigParser(flags.ArgumentParser):
+    """Wraps ml_collections' config-file parser so that it also accepts a bare config name."""
+
+    def __init__(self, file_parser: flags.ArgumentParser):
+        self._file_parser = file_parser
+
+    def parse(self, argument):
+        # Resolve first so that an unknown name fails here, with the list of names, rather
+        # than as ml_collections' deferred "failed loading config file" IOError.
+        name, sep, rest = str(argument).partition(":")
+        return self._file_parser.parse(str(resolve_config_path(name)) + sep + rest)
+
+    def flag_type(self):
+        return self._file_parser.flag_type()
+
+
+def define_config_flag(
+    name: str = "config", default: str | None = None, help_string: str | None = None
+) -> flags.FlagHolder:
+    """Defines `--config=NAME_OR_PATH` with `--config.a.b=value` overrides (locked).
+
+    Args:
+      name: flag name.
+      default: default config name or path, or None.
+      help_string: flag help; a default listing the known names is used if None.
+
+    Returns:
+      The absl flag holder; `.value` is the loaded, overridden, locked ConfigDict.
+    """
+    help_string = help_string or (
+        f"Config name ({', '.join(list_configs())}) or path to a config .py file. "
+        f"Override fields with --{name}.train.batch_size=8 and the like."
+    )
+    holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+    # ml_collections has no public hook for name resolution; its flag object calls
+    # `self.parser.parse(argument)`, so wrap that parser.
+    flag = flags.FLAGS[name]
+    flag.parser = _NameOrPathConfigParser(flag.parser)
+    return holder

@@ -1,0 +1,127 @@
+"""Base config: every field the runner reads, with its default and why.
+
+Named experiments (`row_lstm_mnist.py`, ...) import this file and override only what
+differs; the `*_smoke` variants shrink a named experiment with `make_smoke`. The returned
+ConfigDict is locked, so a misspelt override (`--config.train.batch_sise=8`) is an error
+instead of a silently ignored key.
+
+Not an experiment itself: run one of `python -m experiments.train --config=NAME`, NAME from
+`experiments.configs.list_configs()`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the locked base config (a binarized-MNIST Row LSTM at the paper's sizes)."""
+    config = ml_collections.ConfigDict()
+
+    # Seeds parameter init, data shuffling and sampling; a run is a function of (config, seed).
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    # TFDS name: binarized_mnist, mnist, cifar10, downsampled_imagenet/32x32 or /64x64, or an
+    # embedded offline set (embedded_binarized_mnist, embedded_rgb32, embedded_rgb64).
+    config.data.name = "binarized_mnist"
+    # TFDS data directory; None means the TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+    config.data.data_dir = ml_collections.config_dict.placeholder(str)
+    # False: an unprepared real dataset falls back to the embedded set of the same kind, with a
+    # loud warning that is also written to config.json. True: that is an error instead.
+    config.data.strict = False
+
+    # The model contract of pixel_rnn_jax.models.build_model (see WORKSPACE_NOTES.md).
+    config.model = ml_collections.ConfigDict()
+    # 'pixelcnn', 'row_lstm' or 'diagonal_bilstm'.
+    config.model.name = "row_lstm"
+    # Recurrent layers (Row LSTM / Diagonal BiLSTM) or residual blocks (PixelCNN).
+    config.model.num_layers = 7
+    # h: LSTM state features; every layer's input/output map has 2h features (paper sec. 3.4).
+    config.model.hidden_dim = 16
+    # 2 (Bernoulli / sigmoid head, binarized MNIST) or 256 (softmax per colour channel).
+    config.model.num_levels = 2
+    # 1 (grey) or 3 (RGB, with the R/G/B mask groups).
+    config.model.num_channels = 1
+    # Recurrence driver: a positive integer (lax.scan unroll factor), 'full' or 'python'.
+    # A string so that `--config.model.unroll=full` and `=4` both parse from the command line.
+    config.model.unroll = "1"
+    # Diagonal BiLSTM only: False is the paper's design (see REFERENCE.md's known subtlety);
+    # True adds context so that every earlier pixel is visible.
+    config.model.full_context = False
+    # First layer: k x k convolution with mask A (paper Table 1: 7x7).
+    config.model.first_kernel_size = 7
+    # Row LSTM state-to-state / input-to-state kernel length along the row (paper: k = 3).
+    config.model.recurrent_kernel_size = 3
+    # Features of the two ReLU + 1x1 masked output convolutions (paper does not give it).
+    config.model.output_dim = 32
+    # Residual connections around each recurrent layer / block (paper sec. 3.4).
+    config.model.use_residual = True
+    # Learnable skip connections from every layer to the output stack (paper sec. 3.4).
+    config.model.use_skip = True
+
+    config.train = ml_collections.ConfigDict()
+    # Global batch over all devices of all processes; must divide by the device count.
+    # The paper uses 16 for MNIST and CIFAR-10.
+    config.train.batch_size = 16
+    # Optimiser updates in the whole run (a resumed run continues up to this number).
+    config.train.num_steps = 100_000
+    # 'rmsprop' (the paper's choice) or 'adam'.
+    config.train.optimizer = "rmsprop"
+    # Constant learning rate; the paper tuned it per dataset and does not give the values.
+    config.train.learning_rate = 1e-3
+    # RMSProp moving-average decay of the squared gradient (Torch's alpha is 0.99).
+    config.train.rmsprop_decay = 0.95
+    # RMSProp / Adam epsilon, added outside the square root as in Torch's RMSProp.
+    config.train.eps = 1e-8
+    # Global-norm gradient clipping threshold (of the mean NLL in nats/image); 0 disables it.
+    config.train.grad_clip_norm = 100.0
+    # Log a train line (and a metrics.jsonl row) every this many steps.
+    config.train.log_every = 100
+    # Evaluate on the whole test split and write sample grids every this many steps
+    # (and at the end); 0 means only at the end.
+    config.train.eval_every = 5_000
+    # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
+    config.train.checkpoint_every = 5_000
+    # Keep this many most recent checkpoints, plus the best one by eval NLL.
+    config.train.keep_checkpoints = 3
+    # Global batch for evaluation (the last batch is padded and masked).
+    config.train.eval_batch_size = 64
+    # Evaluate on at most this many test batches; 0 means the whole test split.
+    config.train.eval_max_batches = 0
+    # Samples drawn at each evaluation and at the end (a square-ish PNG grid); also the number
+    # of test images completed from their top half. 0 disables sampling during training.
+    config.train.num_samples = 16
+    # 'cached' (per-layer recurrent state caching) or 'naive' (rerun the net per sub-pixel).
+    config.train.sample_method = "cached"
+    # Softmax / sigmoid temperature of the samples (1.0 samples the model's distribution).
+    config.train.sample_temperature = 1.0
+
+    config.lock()
+    return config
+
+
+def make_smoke(config: ml_collections.ConfigDict, data_name: str) -> ml_collections.ConfigDict:
+    """Shrinks a named experiment to a seconds-long run on an embedded dataset (for tests).
+
+    Args:
+      config: a named experiment's config (locked; overrides must name existing fields).
+      data_name: the embedded dataset of the same image kind as the experiment.
+
+    Returns:
+      The same config object, shrunk: 1 layer, h=4, batch 4, a handful of steps.
+    """
+    config.data.name = data_name
+    config.data.strict = True  # Smoke runs use embedded data: a fallback would hide a bug.
+    config.model.num_layers = 1
+    config.model.hidden_dim = 4
+    config.model.output_dim = 8
+    config.model.first_kernel_size = 3  # A 7x7 first layer only slows compilation here.
+    config.train.batch_size = 4
+    config.train.num_steps = 4
+    config.train.log_every = 2
+    config.train.eval_every = 4
+    config.train.checkpoint_every = 2
+    config.train.keep_checkpoints = 2
+    config.train.eval_batch_size = 8
+    config.train.eval_max_batches = 2
+    config.train.num_samples = 2
+    return config

@@ -1,0 +1,14 @@
+"""Tiny `diagonal_bilstm_mnist` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_binarized_mnist`.
+
+Run (seconds on a laptop CPU; numbers mean nothing):
+  python -m experiments.train --config=diagonal_bilstm_mnist_smoke --workdir=/tmp/diagonal_bilstm_mnist_smoke
+
+Paper: see `diagonal_bilstm_mnist`.
+"""
+
+from experiments.configs import base, diagonal_bilstm_mnist
+
+
+def get_config():
+    """Returns the locked config."""
+    return base.make_smoke(diagonal_bilstm_mnist.get_config(), data_name="embedded_binarized_mnist")

@@ -1,0 +1,245 @@
+"""Grain input pipelines: sharded infinite training batches and padded eval.
+
+Both pipelines are Grain `MapDataset`s over an `ImageSource`: every batch is
+a pure function of (dataset, seed, shard, batch index), so the training
+iterator's checkpoint is one integer and restoring it is exact. Grain's
+thread prefetching overlaps reading/decoding with the train step.
+
+Sharding follows Grain's `ShardOptions` (as its `even_split`): process `i` of `n`
+reads the contiguous records `[i * N // n, (i + 1) * N // n)` (training
+drops the `N % n` remainder so every process sees the same amount of data;
+evaluation keeps it and pads instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import numpy as np
+from grain.sharding import ShardOptions
+
+from pixel_rnn_jax.data.registry import DatasetSpec
+from pixel_rnn_jax.data.sources import open_split
+
+_STATE_FORMAT = "pixel_rnn_jax.data.TrainIterator/1"
+
+
+def check_global_batch(global_batch_size: int, num_devices: int, process_count: int) -> int:
+    """Checks that a global batch splits evenly over devices and processes.
+
+    Args:
+        global_batch_size: Examples per step over all processes.
+        num_devices: Devices over all processes (`jax.device_count()`).
+        process_count: Number of processes (`jax.process_count()`).
+
+    Returns:
+        The per-process batch size, `global_batch_size // process_count`.
+
+    Raises:
+        ValueError: Naming the batch size, device count and the nearest valid
+            global batch sizes.
+    """
+    if num_devices <= 0 or process_count <= 0 or num_devices % process_count:
+        raise ValueError(
+            f"num_devices={num_devices} must be a positive multiple of "
+            f"process_count={process_count}."
+        )
+    # num_devices is a multiple of process_count, so it is the step of valid sizes.
+    if global_batch_size <= 0 or global_batch_size % num_devices:
+        below = (global_batch_size // num_devices) * num_devices
+        nearest = [n for n in (below, below + num_devices) if n > 0]
+        raise ValueError(
+            f"global_batch_size={global_batch_size} cannot be split evenly over "
+            f"{num_devices} devices in {process_count} process(es): it must be a positive "
+            f"multiple of {num_devices}. Nearest valid sizes: "
+            + " or ".join(str(n) for n in nearest)
+            + "."
+        )
+    return global_batch_size // process_count
+
+
+def shard_bounds(num_examples: int, shard: ShardOptions) -> tuple[int, int]:
+    """Returns `[start, end)` of the shard's contiguous records.
+
+    Same split as Grain's (private) `even_split`: equal shards of
+    `num_examples // shard_count`; the remainder is dropped with
+    `drop_remainder`, otherwise given one each to the first shards.
+    """
+    per_shard, remainder = divmod(num_examples, shard.shard_count)
+    start = per_shard * shard.shard_index
+    end = start + per_shard
+    if not shard.drop_remainder:
+        start += min(shard.shard_index, remainder)
+        end += min(shard.shard_index + 1, remainder)
+    return start, end
+
+
+def _check_config(spec: DatasetSpec, data_config: Any) -> None:
+    # Catches an iterator built from a spec of another config (e.g. a stale one).
+    name = data_config.get("name")
+    if name != spec.requested_name:
+        raise ValueError(
+            f"data_config.name={name!r} does not match spec.requested_name="
+            f"{spec.requested_name!r}; call resolve_dataset(data_config) again."
+        )
+
+
+def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
+    # Grain's defaults (16 threads, 500 elements) are sized for big hosts and
+    # would hold 500 whole batches here.
+    return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
+
+
+class TrainIterator:
+    """Infinite, shuffled, per-process training batches.
+
+    `next(it)` returns `{'image': uint8 [global_batch_size // process_count,
+    height, width, channels]}`. Process `process_index` reads only its own
+    contiguous shard of the train split, reshuffled every epoch with `seed`
+    (the same seed on every process keeps the run reproducible); batches
+    cross epoch boundaries.
+
+    The state from `get_state()` is a small JSON-serialisable dict; it is the
+    same on every process (they advance in lockstep), so process 0's state can
+    be restored on all processes.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        data_config: Any,
+        global_batch_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        *,
+        num_threads: int = 2,
+        prefetch_batches: int = 4,
+    ):
+        """Builds the pipeline; reading starts on the first `next`.
+
+        Args:
+            spec: From `resolve_dataset(data_config)`.
+            data_config: The config `spec` was resolved from.
+            global_batch_size: Examples per step over all processes.
+            seed: Shuffle seed; reduced modulo 2**32 (Grain's seed range).
+            process_index: This process, `jax.process_index()`.
+            process_count: All processes, `jax.process_count()`.
+            num_threads: Grain reader threads.
+            prefetch_batches: Batches read ahead.
+        """
+        _check_config(spec, data_config)
+        self._local_batch = check_global_batch(global_batch_size, process_count, process_count)
+        shard = ShardOptions(process_index, process_count, drop_remainder=True)
+        source = open_split(spec, spec.train_split)
+        start, end = shard_bounds(len(source), shard)
+        if end <= start:
+            raise ValueError(
+                f"Train split of {spec.name!r} has {len(source)} examples, fewer than "
+                f"process_count={process_count}."
+            )
+        self._identity = {
+            "format": _STATE_FORMAT,
+            "dataset": spec.name,
+            "num_train": len(source),
+            "seed": int(seed),
+            "global_batch_size": int(global_batch_size),
+            "process_count": int(process_count),
+        }
+        dataset = (
+            grain.MapDataset.source(source)[start:end]
+            .shuffle(seed=int(seed) % 2**32)
+            .repeat(None)  # Reseeds the shuffle every epoch.
+            .batch(self._local_batch, drop_remainder=True)
+        )
+        self._iterator = dataset.to_iter_dataset(
+            _read_options(num_threads, prefetch_batches)
+        ).__iter__()
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return {"image": next(self._iterator)}
+
+    def get_state(self) -> dict[str, Any]:
+        """Returns the position after the last returned batch (JSON-serialisable)."""
+        return {**self._identity, "next_batch": int(self._iterator.get_state()["next_index"])}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from a `get_state()` of an iterator with the same settings.
+
+        Raises:
+            ValueError: If the state was saved with another dataset, seed,
+                batch size or process count.
+        """
+        mismatched = {
+            key: (state.get(key), value)
+            for key, value in self._identity.items()
+            if state.get(key) != value
+        }
+        if mismatched:
+            raise ValueError(
+                "Iterator state does not match this iterator; (saved, current): "
+                f"{mismatched}."
+            )
+        next_batch = state.get("next_batch")
+        if not isinstance(next_batch, int) or next_batch < 0:
+            raise ValueError(f"Invalid next_batch {next_batch!r} in iterator state.")
+        self._iterator.set_state({"next_index": next_batch})
+
+
+def eval_batches(
+    spec: DatasetSpec,
+    data_config: Any,
+    global_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    *,
+    split: str | None = None,
+    num_threads: int = 2,
+    prefetch_batches: int = 4,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields every evaluation example exactly once over all processes.
+
+    Every process yields the same number of batches (needed by SPMD steps);
+    batches are padded with zero images and `mask=False`.
+
+    Args:
+        spec: From `resolve_dataset(data_config)`.
+        data_config: The config `spec` was resolved from.
+        global_batch_size: Examples per step over all processes.
+        process_index: This process, `jax.process_index()`.
+        process_count: All processes, `jax.process_count()`.
+        split: TFDS split; defaults to `spec.eval_split`.
+        num_threads: Grain reader threads.
+        prefetch_batches: Batches read ahead.
+
+    Yields:
+        `{'image': uint8 [local_batch, height, width, channels],
+        'mask': bool [local_batch]}` with `local_batch = global_batch_size //
+        process_count`, in a fixed order.
+    """
+    _check_config(spec, data_config)
+    local_batch = check_global_batch(global_batch_size, process_count, process_count)
+    source = open_split(spec, split or spec.eval_split)
+    start, end = shard_bounds(len(source), ShardOptions(process_index, process_count))
+    # The largest shard fixes the number of batches for everyone.
+    num_batches = math.ceil(math.ceil(len(source) / process_count) / local_batch)
+    batches = iter(())
+    if end > start:
+        dataset = grain.MapDataset.source(source)[start:end].batch(
+            local_batch, drop_remainder=False
+        )
+        batches = dataset.to_iter_dataset(_read_options(num_threads, prefetch_batches)).__iter__()
+    for _ in range(num_batches):
+        images = next(batches, None)
+        count = 0 if images is None else len(images)
+        padded = np.zeros((local_batch, *spec.image_shape), np.uint8)
+        if count:
+            padded[:count] = images
+        mask = np.arange(local_batch) < count
+        yield {"image": padded, "mask": mask}

@@ -1,0 +1,305 @@
+"""Dataset names -> a `DatasetSpec`: what is on disk, and the explicit fallback.
+
+`resolve_dataset(data_config)` never touches the network. Real datasets are
+looked up only as files under `data_config.data_dir` (TFDS's read-only
+builder reads `dataset_info.json` / `features.json`; no dataset generation
+code is imported, `tfds.builder`/`tfds.load` are not called, so neither GCS
+nor a download can be attempted). If the requested dataset is missing,
+`strict=True` raises `DatasetNotPreparedError` with the command that prepares
+it; `strict=False` switches, loudly, to an embedded dataset and records why in
+`DatasetSpec.fallback_reason`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow_datasets as tfds
+from absl import logging
+
+from pixel_rnn_jax.data import embedded
+
+# TFDS writes array_record without TensorFlow and reads it as a random-access
+# numpy data source; tfrecord needs TensorFlow to read.
+REQUIRED_FILE_FORMAT = "array_record"
+
+
+class DatasetNotPreparedError(ValueError):
+    """The requested dataset is not prepared (in a readable format) on disk."""
+
+
+class DatasetFallbackWarning(UserWarning):
+    """An embedded stand-in dataset is used instead of the requested one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _KnownDataset:
+    """How to read one known dataset name."""
+
+    tfds_name: str  # Name (and config) of the TFDS builder on disk.
+    image_shape: tuple[int, int, int]  # [height, width, channels].
+    num_levels: int  # Values per sub-pixel after loading: 2 or 256.
+    train_split: str
+    eval_split: str  # Held-out split used for evaluation.
+    fallback: str | None  # Embedded dataset used when not prepared (strict=False).
+    binarize_seed: int | None = None  # Static binarization at load time (p = pixel / 255).
+    note: str = ""  # Shown in the fallback reason.
+
+
+# Fixed seed of the load-time static binarization of the real MNIST.
+MNIST_LOAD_BINARIZE_SEED = 0
+
+KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
+    "binarized_mnist": _KnownDataset(
+        "binarized_mnist", (28, 28, 1), 2, "train", "test", "embedded_binarized_mnist"
+    ),
+    "mnist": _KnownDataset(
+        "mnist",
+        (28, 28, 1),
+        2,
+        "train",
+        "test",
+        "embedded_binarized_mnist",
+        binarize_seed=MNIST_LOAD_BINARIZE_SEED,
+    ),
+    "cifar10": _KnownDataset("cifar10", (32, 32, 3), 256, "train", "test", "embedded_rgb32"),
+    # ImageNet 32x32/64x64 have no public test split; the paper reports validation.
+    "downsampled_imagenet/32x32": _KnownDataset(
+        "downsampled_imagenet/32x32", (32, 32, 3), 256, "train", "validation", "embedded_rgb32"
+    ),
+    "downsampled_imagenet/64x64": _KnownDataset(
+        "downsampled_imagenet/64x64", (64, 64, 3), 256, "train", "validation", "embedded_rgb64"
+    ),
+    "embedded_binarized_mnist": _KnownDataset(
+        "embedded_binarized_mnist", (28, 28, 1), 2, "train", "test", None
+    ),
+    "embedded_rgb32": _KnownDataset("embedded_rgb32", (32, 32, 3), 256, "train", "test", None),
+    "embedded_rgb64": _KnownDataset("embedded_rgb64", (64, 64, 3), 256, "train", "test", None),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """The dataset a run actually uses, as resolved from its data config.
+
+    Attributes:
+        name: TFDS name actually read (differs from `requested_name` after a
+            fallback).
+        requested_name: `data_config.name`.
+        image_shape: `(height, width, channels)` of one image.
+        num_levels: Values per sub-pixel: 2 (binarized sets) or 256.
+        num_train: Examples in `train_split`.
+        num_test: Examples in `eval_split`.
+        fallback_reason: Why an embedded set replaced the requested one, or
+            None when the requested dataset is used. Write it to config.json.
+        data_dir: Absolute TFDS data directory.
+        builder_dir: Directory holding `dataset_info.json` of the data read.
+        train_split: TFDS split used for training.
+        eval_split: TFDS split used for evaluation.
+        binarize_seed: Seed of the static binarization applied at load time,
+            or None when the stored values are used as they are.
+    """
+
+    name: str
+    requested_name: str
+    image_shape: tuple[int, int, int]
+    num_levels: int
+    num_train: int
+    num_test: int
+    fallback_reason: str | None
+    data_dir: str
+    builder_dir: str
+    train_split: str = "train"
+    eval_split: str = "test"
+    binarize_seed: int | None = None
+
+
+def _config_get(data_config: Any, key: str, default: Any) -> Any:
+    # ConfigDict and plain dicts both implement `get`.
+    value = data_config.get(key, default)
+    return default if value is None else value
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """Returns the absolute data directory; None means TFDS's default."""
+    return os.path.abspath(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR))
+
+
+def prepare_instructions(tfds_name: str, data_dir: str) -> str:
+    """Returns how to prepare `tfds_name` into `data_dir` on a networked machine."""
+    return (
+        "Prepare it on a machine with network access (TFDS's generation code for "
+        "real datasets needs TensorFlow: `pip install tensorflow tensorflow-datasets`), "
+        "then copy the directory here:\n"
+        f"    tfds build {tfds_name} --data_dir={data_dir} --file_format={REQUIRED_FILE_FORMAT}\n"
+        "or in Python:\n"
+        f"    tfds.builder({tfds_name!r}, data_dir={data_dir!r}).download_and_prepare(\n"
+        f"        file_format={REQUIRED_FILE_FORMAT!r})"
+    )
+
+
+def _latest_prepared_version(config_dir: str) -> str | None:
+    """Returns the highest `x.y.z` subdirectory holding a dataset_info.json."""
+    if not os.path.isdir(config_dir):
+        return None
+    versions = [
+        tfds.core.Version(entry)
+        for entry in os.listdir(config_dir)
+        if tfds.core.Version.is_valid(entry)
+        and os.path.isfile(os.path.join(config_dir, entry, "dataset_info.json"))
+    ]
+    return str(max(versions)) if versions else None
+
+
+def find_prepared_builder(known: _KnownDataset, data_dir: str) -> tfds.core.DatasetBuilder:
+    """Opens a prepared real dataset from files only.
+
+    Args:
+        known: The dataset to look for.
+        data_dir: Absolute TFDS data directory.
+
+    Returns:
+        A read-only TFDS builder of the latest prepared version.
+
+    Raises:
+        DatasetNotPreparedError: If `data_dir`, the dataset, a split's files or
+            an array_record copy are missing. The message says where it looked
+            and how to prepare the dataset.
+        ValueError: If the prepared dataset lacks a split or has an unexpected
+            image shape (a wrong dataset, not a missing one).
+    """
+    how = prepare_instructions(known.tfds_name, data_dir)
+    if not os.path.isdir(data_dir):
+        raise DatasetNotPreparedError(
+            f"Dataset {known.tfds_name!r} is not prepared: data_dir {data_dir} does not exist.\n"
+            + how
+        )
+    config_dir = os.path.join(data_dir, *known.tfds_name.split("/"))
+    version = _latest_prepared_version(config_dir)
+    if version is None:
+        raise DatasetNotPreparedError(
+            f"Dataset {known.tfds_name!r} is not prepared in {data_dir}: no "
+            f"{config_dir}/<version>/dataset_info.json.\n" + how
+        )
+    builder_dir = os.path.join(config_dir, version)
+    info_proto = tfds.core.dataset_info.read_proto_from_builder_dir(builder_dir)
+    formats = {info_proto.file_format or "tfrecord", *info_proto.alternative_file_formats}
+    if REQUIRED_FILE_FORMAT not in formats:
+        raise DatasetNotPreparedError(
+            f"Dataset {known.tfds_name!r} at {builder_dir} is prepared only as "
+            f"{sorted(formats)}, which cannot be read without TensorFlow. Re-prepare it "
+            f"with file_format='{REQUIRED_FILE_FORMAT}'.\n" + how
+        )
+    builder = tfds.builder_from_directory(builder_dir, file_format=REQUIRED_FILE_FORMAT)
+    for split in (known.train_split, known.eval_split):
+        if split not in builder.info.splits:
+            raise ValueError(
+                f"Dataset at {builder_dir} has splits {sorted(builder.info.splits)}, "
+                f"expected {split!r}."
+            )
+        missing = [p for p in builder.info.splits[split].filepaths if not os.path.exists(p)]
+        if missing:
+            raise DatasetNotPreparedError(
+                f"Dataset {known.tfds_name!r} at {builder_dir} is incomplete: missing "
+                f"{missing[:3]}.\n" + how
+            )
+    return builder
+
+
+def _check_declared_image(builder: tfds.core.DatasetBuilder, known: _KnownDataset) -> None:
+    """Compares the image feature recorded on disk with what the model expects."""
+    features = builder.info.features
+    if "image" not in features:
+        raise ValueError(
+            f"Dataset at {builder.data_dir} has no 'image' feature "
+            f"(features: {sorted(features.keys())})."
+        )
+    shape = tuple(features["image"].shape)
+    # Some builders leave dimensions unknown (downsampled_imagenet stores JPEGs
+    # of shape (None, None, 3)); those are checked on the first loaded image.
+    if len(shape) != len(known.image_shape) or any(
+        got is not None and got != want for got, want in zip(shape, known.image_shape, strict=True)
+    ):
+        raise ValueError(
+            f"Dataset at {builder.data_dir} stores images of shape {shape}, expected "
+            f"{known.image_shape} [height, width, channels] for {known.tfds_name!r}."
+        )
+
+
+def _spec(
+    builder: tfds.core.DatasetBuilder,
+    known: _KnownDataset,
+    requested_name: str,
+    data_dir: str,
+    fallback_reason: str | None,
+) -> DatasetSpec:
+    _check_declared_image(builder, known)
+    splits = builder.info.splits
+    return DatasetSpec(
+        name=known.tfds_name,
+        requested_name=requested_name,
+        image_shape=known.image_shape,
+        num_levels=known.num_levels,
+        num_train=splits[known.train_split].num_examples,
+        num_test=splits[known.eval_split].num_examples,
+        fallback_reason=fallback_reason,
+        data_dir=data_dir,
+        builder_dir=os.fspath(builder.data_dir),
+        train_split=known.train_split,
+        eval_split=known.eval_split,
+        binarize_seed=known.binarize_seed,
+    )
+
+
+def _fallback_reason(requested: str, fallback: str, error: Exception) -> str:
+    first_line = str(error).splitlines()[0]
+    return (
+        f"FALLBACK: requested dataset {requested!r} is unusable ({first_line}); using the "
+        f"embedded stand-in {fallback!r} instead. Numbers from this run are NOT comparable "
+        f"with published {requested} results. Set data.strict=True to fail instead, or "
+        "prepare the dataset:\n" + str(error).split("\n", 1)[-1]
+    )
+
+
+def resolve_dataset(data_config: Any) -> DatasetSpec:
+    """Resolves `data_config` to the dataset that will actually be read.
+
+    Args:
+        data_config: ConfigDict (or mapping) with `name` (one of
+            `KNOWN_DATASETS`), `data_dir` (str, or None for the TFDS default
+            directory) and `strict` (bool; missing means True).
+
+    Returns:
+        The `DatasetSpec`. Embedded datasets are prepared into `data_dir` on
+        first use (a few seconds), then read from there.
+
+    Raises:
+        ValueError: For an unknown name, or a prepared dataset with an
+            unexpected split or image shape.
+        DatasetNotPreparedError: If the dataset is not prepared and `strict`.
+    """
+    requested = data_config.get("name")
+    if requested not in KNOWN_DATASETS:
+        raise ValueError(f"Unknown dataset {requested!r}. Known names: {sorted(KNOWN_DATASETS)}.")
+    known = KNOWN_DATASETS[requested]
+    data_dir = resolve_data_dir(_config_get(data_config, "data_dir", None))
+    if known.fallback is None:
+        builder = embedded.load_embedded_builder(known.tfds_name, data_dir)
+        return _spec(builder, known, requested, data_dir, fallback_reason=None)
+    try:
+        builder = find_prepared_builder(known, data_dir)
+    except DatasetNotPreparedError as error:
+        if _config_get(data_config, "strict", True):
+            raise
+        reason = _fallback_reason(requested, known.fallback, error)
+        # Loud on purpose: a silently swapped dataset would invalidate a run.
+        logging.warning("%s", reason)
+        warnings.warn(reason, DatasetFallbackWarning, stacklevel=2)
+        fallback = KNOWN_DATASETS[known.fallback]
+        builder = embedded.load_embedded_builder(fallback.tfds_name, data_dir)
+        return _spec(builder, fallback, requested, data_dir, fallback_reason=reason)
+    return _spec(builder, known, requested, data_dir, fallback_reason=None)

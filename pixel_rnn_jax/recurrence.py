@@ -1,0 +1,57 @@
+"""One driver for every recurrence: `jax.lax.scan` with an unroll factor, or a Python loop.
+
+All settings compute the same function; they differ in compile time, memory and speed, which
+is what `experiments/benchmark.py` measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Unroll = int | str  # positive int (scan unroll factor), 'full' (scan fully unrolled), 'python'
+UNROLL_CHOICES = "a positive integer, 'full' (lax.scan fully unrolled) or 'python' (Python loop)"
+
+
+def parse_unroll(unroll: Unroll) -> int | bool | str:
+    """Validates an unroll setting; returns the `lax.scan` unroll value or 'python'."""
+    if unroll == "python":
+        return "python"
+    if unroll == "full":
+        return True
+    if isinstance(unroll, str) and unroll.isdigit():
+        unroll = int(unroll)
+    if isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1:
+        return unroll
+    raise ValueError(f"unroll must be {UNROLL_CHOICES}; got {unroll!r}.")
+
+
+def run_recurrence(
+    step: Callable[[Any, Any], tuple[Any, Any]],
+    init_carry: Any,
+    xs: Any,
+    unroll: Unroll = 1,
+) -> tuple[Any, Any]:
+    """Runs `carry, y = step(carry, x)` over the leading axis of `xs`.
+
+    Args:
+      step: pure step function `(carry, x_t) -> (carry, y_t)`.
+      init_carry: initial carry pytree.
+      xs: pytree of arrays with a common leading (time) axis of length T.
+      unroll: see `parse_unroll`.
+
+    Returns:
+      (final carry, ys) with ys stacked along a new leading axis of length T.
+    """
+    setting = parse_unroll(unroll)
+    if setting != "python":
+        return jax.lax.scan(step, init_carry, xs, unroll=setting)
+    length = jax.tree.leaves(xs)[0].shape[0]
+    carry, ys = init_carry, []
+    for t in range(length):
+        carry, y = step(carry, jax.tree.map(lambda x, t=t: x[t], xs))
+        ys.append(y)
+    return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
