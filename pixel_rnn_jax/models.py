@@ -28,7 +28,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.hidden_dim = 16  # h: LSTM units; residual streams carry 2h features
     config.num_levels = 2  # 2: Bernoulli per sub-pixel (binarized); 256: 8-bit softmax
     config.num_channels = 1  # 1 (greyscale) or 3 (RGB, with the R->G->B masks)
-    config.unroll = 1  # lax.scan unroll factor, 'full', or 'python' (plain loop)
+    # lax.scan unroll factor (int), 'full', or 'python' (plain loop); typed `object` so that
+    # both `--config.model.unroll=4` and `--config.model.unroll=python` override it.
+    config.unroll = ml_collections.FieldReference(1, field_type=object)
     config.full_context = False  # Diagonal BiLSTM: close the previous-row-last-pixel gap
     config.first_kernel_size = 7  # the mask-A input convolution is k x k
     config.recurrent_kernel_size = 3  # Row LSTM: k of the k x 1 convolutions (PixelCNN: k x k)
@@ -137,7 +139,9 @@ class PixelRNN(nn.Module):
         for index in range(self.num_layers):
             x = make_unit(self, index)(x, inputs)
             if self.use_skip:
-                skips.append(layers.masked_1x1(2 * self.hidden_dim, groups, name=f"skip_{index}")(x))
+                skips.append(
+                    layers.masked_1x1(2 * self.hidden_dim, groups, name=f"skip_{index}")(x)
+                )
         features = layers.sum_features(skips) if self.use_skip else x
         logits = layers.OutputStack(
             self.num_channels, self.num_levels, self.output_dim, name="output_stack"

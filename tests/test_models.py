@@ -39,7 +39,12 @@ def test_diagonal_bilstm_with_full_context_is_causal_in_colour(full_context):
 
 @pytest.mark.parametrize(
     "name,full_context",
-    (("row_lstm", False), ("diagonal_bilstm", False), ("diagonal_bilstm", True), ("pixelcnn", False)),
+    (
+        ("row_lstm", False),
+        ("diagonal_bilstm", False),
+        ("diagonal_bilstm", True),
+        ("pixelcnn", False),
+    ),
 )
 def test_receptive_field_matches_the_papers_wiring(name, full_context):
     """The Jacobian support equals the dependency sets derived from Table 1's wiring."""
@@ -163,3 +168,24 @@ def test_skip_and_residual_switches_change_the_parameter_tree():
     without_skip = models.build_model(base).init(jax.random.PRNGKey(0), images)["params"]
     assert {"skip_0", "skip_1"} <= set(with_skip)
     assert not any(k.startswith("skip") for k in without_skip)
+
+
+@pytest.mark.parametrize("name", ("row_lstm", "diagonal_bilstm"))
+def test_scan_and_python_loop_models_agree_in_outputs_and_gradients(name):
+    images = jax.random.randint(jax.random.PRNGKey(0), (2, 4, 5, 3), 0, 256)
+    results = []
+    for unroll in (1, "python"):  # every setting is compared at layer level as well
+        model = models.build_model(tiny_model_config(name, 3, 256, unroll=unroll))
+        variables = model.init(jax.random.PRNGKey(1), images)  # same params for every setting
+
+        def loss(params, model=model):
+            logits = model.apply({"params": params}, images)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+        results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
+    (value, grads), others = results[0], results[1:]
+    for other_value, other_grads in others:
+        np.testing.assert_allclose(value, other_value, rtol=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, other_grads
+        )

@@ -1,0 +1,160 @@
+"""Named configs: resolution, locking, documentation, and one tiny train step for each."""
+
+import functools
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+
+from experiments import configs
+from pixel_rnn_jax import models, parallel, train
+
+MAIN_CONFIGS = [
+    "row_lstm_mnist",
+    "diagonal_bilstm_mnist",
+    "pixelcnn_mnist",
+    "row_lstm_cifar10",
+    "diagonal_bilstm_cifar10",
+    "pixelcnn_cifar10",
+    "row_lstm_imagenet32",
+    "diagonal_bilstm_imagenet32",
+]
+REQUIRED_FIELDS = [
+    "seed",
+    "data.name",
+    "data.data_dir",
+    "data.strict",
+    "train.batch_size",
+    "train.num_steps",
+    "train.learning_rate",
+    "train.grad_clip_norm",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.num_samples",
+]
+
+
+def _get(config, dotted):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+def test_every_issue_config_exists_with_a_smoke_variant():
+    names = configs.list_configs()
+    for name in MAIN_CONFIGS:
+        assert name in names
+        assert f"{name}_smoke" in names
+    assert "base" not in names
+
+
+@pytest.mark.parametrize("name", configs.list_configs())
+def test_config_is_locked_complete_and_documented(name):
+    config = configs.get_config(name)
+    for field in REQUIRED_FIELDS:
+        _get(config, field)  # raises KeyError/AttributeError if missing
+    # Exactly the model contract's fields, so build_model sees nothing unknown or missing.
+    assert set(config.model.keys()) == set(models.default_model_config().keys())
+    with pytest.raises(AttributeError, match="batch_size"):
+        config.train.batch_sise = 8  # locked: a typo is an error that suggests the field
+    source = (configs.CONFIG_DIR / f"{name}.py").read_text()
+    assert f"python -m experiments.train --config={name}" in source
+    assert "Paper" in source
+    if not name.endswith("_smoke"):
+        assert config.paper_result
+
+
+def test_paper_sizes():
+    mnist = configs.get_config("diagonal_bilstm_mnist")
+    assert (mnist.model.num_layers, mnist.model.hidden_dim, mnist.train.batch_size) == (7, 16, 16)
+    assert mnist.data.name == "binarized_mnist"
+    assert mnist.train.optimizer == "rmsprop"
+    cifar = configs.get_config("row_lstm_cifar10")
+    assert (cifar.model.num_layers, cifar.model.hidden_dim, cifar.train.batch_size) == (12, 128, 16)
+    assert (cifar.model.num_levels, cifar.model.num_channels) == (256, 3)
+    assert configs.get_config("pixelcnn_cifar10").model.num_layers == 15
+
+
+def test_unknown_name_lists_known_configs():
+    with pytest.raises(ValueError, match="Unknown config 'row_lstm_mnsit'") as error:
+        configs.get_config("row_lstm_mnsit")
+    for name in MAIN_CONFIGS:
+        assert name in str(error.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        configs.get_config("experiments/configs/nope.py")
+
+
+def test_path_and_name_resolve_to_the_same_config():
+    by_path = configs.get_config(str(configs.CONFIG_DIR / "row_lstm_cifar10.py"))
+    assert by_path == configs.get_config("row_lstm_cifar10")
+    assert configs.config_name(str(configs.CONFIG_DIR / "pixelcnn_mnist.py")) == "pixelcnn_mnist"
+
+
+def _parse(argv, monkeypatch):
+    # ml_collections reads the --config.* overrides from sys.argv.
+    argv = ["prog", *argv]
+    monkeypatch.setattr(sys, "argv", argv)
+    flag_values = flags.FlagValues()
+    configs.define_config_flag("config", flag_values=flag_values)
+    flag_values(argv)
+    return flag_values.config
+
+
+def test_flag_accepts_name_path_and_overrides(monkeypatch):
+    config = _parse(["--config=row_lstm_mnist_smoke", "--config.train.batch_size=8"], monkeypatch)
+    assert config.train.batch_size == 8
+    path = configs.CONFIG_DIR / "pixelcnn_mnist.py"
+    config = _parse([f"--config={path}", "--config.model.unroll=full"], monkeypatch)
+    assert config.model.name == "pixelcnn" and config.model.unroll == "full"
+
+
+def test_flag_rejects_misspelt_override_and_unknown_name(monkeypatch):
+    with pytest.raises(flags.Error, match="Did you mean config.train.batch_size") as error:
+        _parse(["--config=row_lstm_mnist_smoke", "--config.train.batch_sise=8"], monkeypatch)
+    assert "Fields of config.train: batch_size, checkpoint_every" in str(error.value)
+    with pytest.raises(flags.Error, match="config has no field 'trian'"):
+        _parse(["--config=row_lstm_mnist_smoke", "--config.trian.batch_size=8"], monkeypatch)
+    with pytest.raises(flags.Error, match="row_lstm_mnist"):
+        _parse(["--config=row_lstm_mnsit"], monkeypatch)
+
+
+def _shrink(config):
+    """The named config at a size whose step compiles in a second or two."""
+    config.model.num_layers = 1
+    config.model.hidden_dim = 4
+    config.model.output_dim = 4
+    config.model.first_kernel_size = 3
+    return config
+
+
+@pytest.mark.parametrize("name", MAIN_CONFIGS)
+def test_named_config_builds_its_model_and_takes_one_train_step(name):
+    # The smoke variant of each named config is the same model family and output head, so
+    # this also covers the *_smoke configs.
+    config = _shrink(configs.get_config(name))
+    model = models.build_model(config.model)
+    tx = train.make_optimizer(config.train)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    image_shape = (6, 6, config.model.num_channels)  # tiny images: compile time dominates
+    init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=image_shape)
+    state = jax.jit(init)(jax.random.PRNGKey(0))
+    before = jax.tree.map(np.array, state.params)
+    images = np.random.default_rng(0).integers(0, config.model.num_levels, (2, *image_shape))
+    step = train.make_train_step(model, tx, config.model.num_levels, mesh)
+    state, metrics = step(
+        state, parallel.shard_batch({"image": images}, mesh), jax.random.PRNGKey(1)
+    )
+    loss = float(metrics["loss"])
+    # An untrained model is near uniform: about log(levels) nats per sub-pixel.
+    uniform = math.prod(image_shape) * math.log(config.model.num_levels)
+    assert 0.5 * uniform < loss < 2.0 * uniform
+    assert int(state.step) == 1
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, state.params)
+    assert any(jax.tree.leaves(changed))
+    assert bool(jnp.isfinite(metrics["grad_norm"]))

@@ -1,0 +1,94 @@
+"""Diagonal BiLSTM: skewing, the recurrence against a direct loop, both directions."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from pixel_rnn_jax import diagonal_lstm
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def numpy_diagonal_lstm(input_gates, state_kernel):
+    """Direct loop in image coordinates: state (i, j) reads (i - 1, j) and (i, j - 1)."""
+    batch, height, width, four_h = input_gates.shape
+    h_dim = four_h // 4
+    hidden = np.zeros((batch, height, width, h_dim))
+    cell = np.zeros_like(hidden)
+    zero = np.zeros((batch, h_dim))
+    for j in range(width):
+        for i in range(height):
+            above_h = hidden[:, i - 1, j] if i > 0 else zero
+            left_h = hidden[:, i, j - 1] if j > 0 else zero
+            left_c = cell[:, i, j - 1] if j > 0 else zero
+            gates = input_gates[:, i, j] + np.concatenate([above_h, left_h], -1) @ state_kernel
+            o, f, ii, g = np.split(gates, 4, axis=-1)
+            cell[:, i, j] = sigmoid(f) * left_c + sigmoid(ii) * np.tanh(g)
+            hidden[:, i, j] = sigmoid(o) * np.tanh(cell[:, i, j])
+    return hidden
+
+
+@pytest.mark.parametrize("height,width", [(3, 5), (5, 3), (4, 4), (1, 6)])
+def test_skew_shifts_row_r_by_r_and_unskew_inverts_it(height, width):
+    x = jnp.arange(2 * height * width * 2, dtype=jnp.float32).reshape(2, height, width, 2) + 1
+    skewed = diagonal_lstm.skew(x)
+    assert skewed.shape == (2, height, width + height - 1, 2)
+    for r in range(height):
+        np.testing.assert_array_equal(skewed[:, r, r : r + width], x[:, r])
+        assert not skewed[:, r, :r].any() and not skewed[:, r, r + width :].any()
+    np.testing.assert_array_equal(diagonal_lstm.unskew(skewed, width), x)
+
+
+def test_shift_down():
+    x = jnp.arange(6.0).reshape(1, 3, 2, 1)
+    np.testing.assert_array_equal(diagonal_lstm.shift_down(x)[0, :, :, 0], [[0, 0], [0, 1], [2, 3]])
+
+
+class DiagonalLSTMTest(chex.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        keys = jax.random.split(jax.random.PRNGKey(0), 3)
+        self.gates = jax.random.normal(keys[0], (2, 4, 6, 12))
+        self.right_gates = jax.random.normal(keys[1], (2, 4, 6, 12))
+        self.kernels = 0.5 * jax.random.normal(keys[2], (2, 6, 12))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_matches_direct_loop(self):
+        got = self.variant(diagonal_lstm.diagonal_lstm)(self.gates, self.kernels[0])
+        want = numpy_diagonal_lstm(np.asarray(self.gates), np.asarray(self.kernels[0]))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_bidirectional_is_mirrored_and_shifted_down(self):
+        got = self.variant(diagonal_lstm.diagonal_bilstm)(
+            self.gates, self.right_gates, self.kernels
+        )
+        left = numpy_diagonal_lstm(np.asarray(self.gates), np.asarray(self.kernels[0]))
+        right = numpy_diagonal_lstm(
+            np.asarray(self.right_gates)[:, :, ::-1], np.asarray(self.kernels[1])
+        )[:, :, ::-1]
+        want = left.copy()
+        want[:, 1:] += right[:, :-1]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    @parameterized.parameters(2, 4, "full", "python")
+    def test_unroll_settings_give_same_outputs_and_gradients(self, unroll):
+        def loss(left, right, kernels, unroll):
+            out = diagonal_lstm.diagonal_bilstm(left, right, kernels, unroll)
+            return jnp.sum(jnp.sin(out))
+
+        grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)
+        args = (self.gates, self.right_gates, self.kernels)
+        (v1, g1), (v2, g2) = grad(*args, 1), grad(*args, unroll)
+        np.testing.assert_allclose(v1, v2, rtol=1e-5)
+        chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-6)
+
+    def test_full_context_needs_the_image(self):
+        layer = diagonal_lstm.DiagonalBiLSTMLayer(hidden_dim=3, full_context=True)
+        with pytest.raises(ValueError, match="context"):
+            layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 3, 4)))
