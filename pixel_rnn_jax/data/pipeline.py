@@ -87,6 +87,15 @@ def _check_config(spec: DatasetSpec, data_config: Any) -> None:
         )
 
 
+def _shuffle_seed(seed: int) -> int:
+    """Maps `seed` to Grain's 32-bit shuffle seed, decorrelating nearby seeds.
+
+    Grain shuffles epoch `e` with seed `s + e`, so passing `seed` directly
+    would give run `seed=1` the epoch orders of run `seed=0` shifted by one.
+    """
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint32)[0])
+
+
 def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
     # Grain's defaults (16 threads, 500 elements) are sized for big hosts and
     # would hold 500 whole batches here.
@@ -125,7 +134,7 @@ class TrainIterator:
             spec: From `resolve_dataset(data_config)`.
             data_config: The config `spec` was resolved from.
             global_batch_size: Examples per step over all processes.
-            seed: Shuffle seed; reduced modulo 2**32 (Grain's seed range).
+            seed: Non-negative shuffle seed.
             process_index: This process, `jax.process_index()`.
             process_count: All processes, `jax.process_count()`.
             num_threads: Grain reader threads.
@@ -151,7 +160,7 @@ class TrainIterator:
         }
         dataset = (
             grain.MapDataset.source(source)[start:end]
-            .shuffle(seed=int(seed) % 2**32)
+            .shuffle(seed=_shuffle_seed(seed))
             .repeat(None)  # Reseeds the shuffle every epoch.
             .batch(self._local_batch, drop_remainder=True)
         )
@@ -164,6 +173,10 @@ class TrainIterator:
 
     def __next__(self) -> dict[str, np.ndarray]:
         return {"image": next(self._iterator)}
+
+    def close(self) -> None:
+        """Stops Grain's prefetch threads; the iterator cannot be used afterwards."""
+        self._iterator.close()
 
     def get_state(self) -> dict[str, Any]:
         """Returns the position after the last returned batch (JSON-serialisable)."""
@@ -183,8 +196,7 @@ class TrainIterator:
         }
         if mismatched:
             raise ValueError(
-                "Iterator state does not match this iterator; (saved, current): "
-                f"{mismatched}."
+                f"Iterator state does not match this iterator; (saved, current): {mismatched}."
             )
         next_batch = state.get("next_batch")
         if not isinstance(next_batch, int) or next_batch < 0:
