@@ -80,7 +80,9 @@ def _all_processes_json(value: Any) -> list[Any]:
 class CheckpointManager:
     """Saves and restores (train state, data-iterator state) under `workdir/checkpoints`."""
 
-    def __init__(self, workdir: str, *, keep_last: int, async_save: bool = True):
+    def __init__(
+        self, workdir: str, *, keep_last: int, async_save: bool = True, read_only: bool = False
+    ):
         """Opens (or creates) the checkpoint directory of a run.
 
         Args:
@@ -88,14 +90,18 @@ class CheckpointManager:
           keep_last: how many most recent checkpoints to keep (the best one is kept on top).
           async_save: write in a background thread (Orbax's default); the train loop
             continues while arrays are written.
+          read_only: for evaluation/sampling next to a live run: never writes, moves or
+            deletes anything (not even a training run's in-progress save).
         """
+        self.read_only = read_only
         if keep_last < 1:
             raise ValueError(
                 f"train.keep_checkpoints must be >= 1 (got {keep_last}): resuming needs the latest."
             )
         self.directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
         self.quarantine_directory = epath.Path(workdir) / QUARANTINE_SUBDIR
-        self._report_unfinished_saves()
+        if not read_only:
+            self._report_unfinished_saves()
         preservation = ocp.checkpoint_managers.AnyPreservationPolicy(
             [
                 ocp.checkpoint_managers.LatestN(n=keep_last),
@@ -112,9 +118,10 @@ class CheckpointManager:
             best_fn=lambda metrics: metrics[BEST_METRIC],
             best_mode="min",
             preservation_policy=preservation,
-            create=True,
-            cleanup_tmp_directories=True,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=async_save,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(STATE_ITEM, DATA_ITEM)
@@ -220,8 +227,9 @@ class CheckpointManager:
     def restore_latest(self, abstract_state: Any, *, which: str = "latest") -> Restored | None:
         """Restores the newest checkpoint that restores (or the best one), or None if none exist.
 
-        Checkpoints newer than the one restored that fail to restore are reported and moved to
-        `quarantine_directory`, so that the resumed run can save those steps again.
+        Checkpoints newer than the one restored that fail to restore are reported and (unless
+        read-only) moved to `quarantine_directory`, so that the resumed run can save those
+        steps again.
 
         Args:
           abstract_state: see `restore`.
@@ -255,7 +263,7 @@ class CheckpointManager:
                 failures.append((step, reason))
                 continue
             bad_newer = [s for s, _ in failures if s > step]
-            if bad_newer:
+            if bad_newer and not self.read_only:
                 self._quarantine(bad_newer)
                 logging.warning(
                     "Resumed from step %d, the newest checkpoint that restores; unreadable "
@@ -263,6 +271,12 @@ class CheckpointManager:
                     step,
                     bad_newer,
                     self.quarantine_directory,
+                )
+            elif bad_newer:
+                logging.warning(
+                    "Using step %d, the newest checkpoint that restores (unreadable: %s).",
+                    step,
+                    bad_newer,
                 )
             return dataclasses.replace(restored, skipped_steps=tuple(bad_newer))
         if failures:
@@ -289,6 +303,10 @@ class CheckpointManager:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("pixel_rnn_jax_checkpoint_quarantine")
         self._manager.reload()
+
+    def reached_preemption(self, step: int) -> bool:
+        """True when JAX's multi-host preemption service asks all processes to save at `step`."""
+        return self._manager.reached_preemption(step)
 
     def wait_until_finished(self):
         """Blocks until background saves are written (call before exiting)."""

@@ -14,6 +14,7 @@ Files under the workdir:
 """
 
 import json
+import logging as std_logging
 import math
 import os
 import sys
@@ -218,3 +219,33 @@ class ProgressBar:
             self._stream.write("\r\033[K")
             self._stream.flush()
             self._drawn = False
+
+
+# Orbax warns on every save without metrics; the runner saves without them on purpose
+# (only evaluated steps carry an eval NLL).
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics.",)
+
+
+class _DropLibraryInfo(std_logging.Filter):
+    """Drops INFO/DEBUG records from the given libraries' source trees and expected warnings."""
+
+    def __init__(self, path_fragments: tuple[str, ...]):
+        super().__init__()
+        self._fragments = path_fragments
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.WARNING:
+            return record.getMessage() not in _EXPECTED_WARNINGS
+        return not any(fragment in record.pathname for fragment in self._fragments)
+
+
+def quiet_library_info_logs(libraries: tuple[str, ...] = ("orbax",)):
+    """Hides the INFO lines of chatty libraries (Orbax logs ~40 per checkpoint) from absl's log.
+
+    For entry points only: it changes the process-wide absl handler. Warnings and errors
+    still pass.
+    """
+    from absl import logging as absl_logging  # noqa: PLC0415
+
+    fragments = tuple(f"/{name}/" for name in libraries)
+    absl_logging.get_absl_handler().addFilter(_DropLibraryInfo(fragments))

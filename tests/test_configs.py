@@ -1,11 +1,13 @@
 """Named configs: resolution, locking, documentation, and one tiny train step for each."""
 
 import functools
+import json
 import math
 import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from absl import flags
@@ -125,36 +127,60 @@ def test_flag_rejects_misspelt_override_and_unknown_name(monkeypatch):
 
 
 def _shrink(config):
-    """The named config at a size whose step compiles in a second or two."""
+    """The named config at the *_smoke model size, whose step compiles in seconds."""
     config.model.num_layers = 1
     config.model.hidden_dim = 4
-    config.model.output_dim = 4
+    config.model.output_dim = 8
     config.model.first_kernel_size = 3
+    if "multiscale" in config.model:  # the sizes of multiscale_imagenet64_smoke
+        config.model.multiscale.cond_dim = 4
+        config.model.multiscale.encoder_layers = 1
+        config.model.multiscale.small.num_layers = 1
+        config.model.multiscale.small.hidden_dim = 4
     return config
 
 
-@pytest.mark.parametrize("name", MAIN_CONFIGS)
-def test_named_config_builds_its_model_and_takes_one_train_step(name):
-    # The smoke variant of each named config is the same model family and output head, so
-    # this also covers the *_smoke configs.
-    config = _shrink(configs.get_config(name))
-    model = models.build_model(config.model)
-    tx = train.make_optimizer(config.train)
+@functools.cache
+def _one_train_step(model_json: str, train_json: str):
+    """Builds the model and takes one data-parallel train step on tiny random images.
+
+    Cached on the (shrunk) model and optimiser settings: configs that are identical at this
+    size (e.g. a config and its *_smoke variant) share one compilation.
+    """
+    model_config = ml_collections.ConfigDict(json.loads(model_json))
+    model = models.build_model(model_config)
+    tx = train.make_optimizer(ml_collections.ConfigDict(json.loads(train_json)))
     mesh = parallel.make_mesh(jax.devices()[:1])
-    image_shape = (6, 6, config.model.num_channels)  # tiny images: compile time dominates
+    image_shape = (6, 6, model_config.num_channels)  # tiny images: compile time dominates
     init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=image_shape)
     state = jax.jit(init)(jax.random.PRNGKey(0))
     before = jax.tree.map(np.array, state.params)
-    images = np.random.default_rng(0).integers(0, config.model.num_levels, (2, *image_shape))
-    step = train.make_train_step(model, tx, config.model.num_levels, mesh)
+    images = np.random.default_rng(0).integers(0, model_config.num_levels, (2, *image_shape))
+    step = train.make_train_step(model, tx, model_config.num_levels, mesh)
     state, metrics = step(
         state, parallel.shard_batch({"image": images}, mesh), jax.random.PRNGKey(1)
     )
-    loss = float(metrics["loss"])
-    # An untrained model is near uniform: about log(levels) nats per sub-pixel.
-    uniform = math.prod(image_shape) * math.log(config.model.num_levels)
-    assert 0.5 * uniform < loss < 2.0 * uniform
-    assert int(state.step) == 1
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, state.params)
-    assert any(jax.tree.leaves(changed))
-    assert bool(jnp.isfinite(metrics["grad_norm"]))
+    uniform = math.prod(image_shape) * math.log(model_config.num_levels)
+    return {
+        "loss": float(metrics["loss"]),
+        "uniform": uniform,
+        "step": int(state.step),
+        "any_param_changed": any(jax.tree.leaves(changed)),
+        "grad_norm_finite": bool(jnp.isfinite(metrics["grad_norm"])),
+    }
+
+
+@pytest.mark.parametrize("name", configs.list_configs())
+def test_named_config_builds_its_model_and_takes_one_train_step(name):
+    config = _shrink(configs.get_config(name))
+    optimiser_fields = ("optimizer", "learning_rate", "rmsprop_decay", "eps", "grad_clip_norm")
+    result = _one_train_step(
+        json.dumps(config.model.to_dict(), sort_keys=True),
+        json.dumps({k: config.train[k] for k in optimiser_fields}, sort_keys=True),
+    )
+    # An untrained model is near uniform: about log(levels) nats per sub-pixel.
+    assert 0.5 * result["uniform"] < result["loss"] < 2.0 * result["uniform"]
+    assert result["step"] == 1
+    assert result["any_param_changed"]
+    assert result["grad_norm_finite"]

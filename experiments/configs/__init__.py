@@ -5,8 +5,11 @@ path to any `.py` file that defines `get_config()` works too. Every config comes
 so assigning a misspelt field raises instead of adding a new one.
 """
 
+import difflib
 import importlib.util
 import pathlib
+import re
+import sys
 
 import ml_collections
 from absl import flags
@@ -82,24 +85,56 @@ def get_config(name_or_path: str) -> ml_collections.ConfigDict:
     return config
 
 
-class _NameOrPathConfigParser(flags.ArgumentParser):
-    """Wraps ml_collections' config-file parser so that it also accepts a bare config name."""
+def check_override_keys(config: ml_collections.ConfigDict, keys: list[str], prefix: str = "config"):
+    """Raises ValueError for an override key that names no field, listing the fields there.
 
-    def __init__(self, file_parser: flags.ArgumentParser):
+    Args:
+      config: the loaded config.
+      keys: dotted field paths, e.g. ['train.batch_size'].
+      prefix: the flag name, for the message.
+    """
+    for key in keys:
+        node, walked = config, prefix
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                fields = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                close = difflib.get_close_matches(part, fields, n=1)
+                hint = f" Did you mean {walked}.{close[0]}?" if close else ""
+                raise ValueError(
+                    f"--{prefix}.{key}: {walked} has no field {part!r}.{hint} Fields of "
+                    f"{walked}: {', '.join(fields) or '(none; it is a value)'}."
+                )
+            node, walked = node[part], f"{walked}.{part}"
+
+
+class _NameOrPathConfigParser(flags.ArgumentParser):
+    """Wraps ml_collections' config-file parser: bare names, and early checks of overrides."""
+
+    def __init__(self, file_parser: flags.ArgumentParser, name: str):
         self._file_parser = file_parser
+        self._name = name
 
     def parse(self, argument):
         # Resolve first so that an unknown name fails here, with the list of names, rather
         # than as ml_collections' deferred "failed loading config file" IOError.
         name, sep, rest = str(argument).partition(":")
-        return self._file_parser.parse(str(resolve_config_path(name)) + sep + rest)
+        config = self._file_parser.parse(str(resolve_config_path(name)) + sep + rest)
+        # ml_collections applies overrides after this and reports a misspelt one as a bare
+        # AttributeError traceback; check them here for a message that lists the fields.
+        pattern = re.compile(rf"^--?(?:no)?{re.escape(self._name)}\.([^=]+)")
+        keys = [m.group(1) for m in map(pattern.match, sys.argv[1:]) if m]
+        check_override_keys(config, keys, self._name)
+        return config
 
     def flag_type(self):
         return self._file_parser.flag_type()
 
 
 def define_config_flag(
-    name: str = "config", default: str | None = None, help_string: str | None = None
+    name: str = "config",
+    default: str | None = None,
+    help_string: str | None = None,
+    flag_values: flags.FlagValues = flags.FLAGS,
 ) -> flags.FlagHolder:
     """Defines `--config=NAME_OR_PATH` with `--config.a.b=value` overrides (locked).
 
@@ -107,6 +142,7 @@ def define_config_flag(
       name: flag name.
       default: default config name or path, or None.
       help_string: flag help; a default listing the known names is used if None.
+      flag_values: the absl FlagValues to register in (tests use a fresh one).
 
     Returns:
       The absl flag holder; `.value` is the loaded, overridden, locked ConfigDict.
@@ -115,9 +151,11 @@ def define_config_flag(
         f"Config name ({', '.join(list_configs())}) or path to a config .py file. "
         f"Override fields with --{name}.train.batch_size=8 and the like."
     )
-    holder = config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+    holder = config_flags.DEFINE_config_file(
+        name, default, help_string, flag_values=flag_values, lock_config=True
+    )
     # ml_collections has no public hook for name resolution; its flag object calls
     # `self.parser.parse(argument)`, so wrap that parser.
-    flag = flags.FLAGS[name]
-    flag.parser = _NameOrPathConfigParser(flag.parser)
+    flag = flag_values[name]
+    flag.parser = _NameOrPathConfigParser(flag.parser, name)
     return holder

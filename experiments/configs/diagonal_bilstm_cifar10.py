@@ -17,4 +17,5 @@ def get_config():
     """Returns the locked config."""
     config = row_lstm_cifar10.get_config()
     config.model.name = "diagonal_bilstm"
+    config.paper_result = "Diagonal BiLSTM, CIFAR-10: 3.00 bits/dim test (paper)"
     return config

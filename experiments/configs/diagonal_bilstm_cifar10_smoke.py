@@ -1,7 +1,8 @@
-"""Tiny `diagonal_bilstm_cifar10` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_rgb32`.
+r"""Tiny `diagonal_bilstm_cifar10` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_rgb32`.
 
 Run (seconds on a laptop CPU; numbers mean nothing):
-  python -m experiments.train --config=diagonal_bilstm_cifar10_smoke --workdir=/tmp/diagonal_bilstm_cifar10_smoke
+  python -m experiments.train --config=diagonal_bilstm_cifar10_smoke \
+    --workdir=/tmp/diagonal_bilstm_cifar10_smoke
 
 Paper: see `diagonal_bilstm_cifar10`.
 """

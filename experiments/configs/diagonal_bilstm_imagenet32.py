@@ -18,4 +18,5 @@ def get_config():
     """Returns the locked config."""
     config = row_lstm_imagenet32.get_config()
     config.model.name = "diagonal_bilstm"
+    config.paper_result = "PixelRNN, ImageNet 32x32: 3.86 bits/dim validation (paper)"
     return config

@@ -17,5 +17,8 @@ def get_config():
     """Returns the locked config."""
     config = base.get_config()
     config.model.name = "diagonal_bilstm"
+    config.paper_result = (
+        "Diagonal BiLSTM 7 layers h=16, binarized MNIST: 79.20 nats/image test NLL (paper)"
+    )
     config.train.num_steps = 150_000  # ~40 epochs of 60k images at batch 16 (our choice).
     return config

@@ -1,7 +1,8 @@
-"""Tiny `diagonal_bilstm_mnist` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_binarized_mnist`.
+r"""Tiny `diagonal_bilstm_mnist` for tests: 1 layer, h=4, batch 4, 4 steps, embedded data.
 
 Run (seconds on a laptop CPU; numbers mean nothing):
-  python -m experiments.train --config=diagonal_bilstm_mnist_smoke --workdir=/tmp/diagonal_bilstm_mnist_smoke
+  python -m experiments.train --config=diagonal_bilstm_mnist_smoke \
+    --workdir=/tmp/diagonal_bilstm_mnist_smoke
 
 Paper: see `diagonal_bilstm_mnist`.
 """

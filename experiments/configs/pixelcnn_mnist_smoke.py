@@ -1,7 +1,8 @@
-"""Tiny `pixelcnn_mnist` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_binarized_mnist`.
+r"""Tiny `pixelcnn_mnist` for tests: 1 layer, h=4, batch 4, 4 steps on `embedded_binarized_mnist`.
 
 Run (seconds on a laptop CPU; numbers mean nothing):
-  python -m experiments.train --config=pixelcnn_mnist_smoke --workdir=/tmp/pixelcnn_mnist_smoke
+  python -m experiments.train --config=pixelcnn_mnist_smoke \
+    --workdir=/tmp/pixelcnn_mnist_smoke
 
 Paper: see `pixelcnn_mnist`.
 """

@@ -19,6 +19,7 @@ def get_config():
     """Returns the locked config."""
     config = row_lstm_cifar10.get_config()
     config.data.name = "downsampled_imagenet/32x32"
+    config.paper_result = "PixelRNN, ImageNet 32x32: 3.86 bits/dim validation (paper)"
     config.train.batch_size = 64  # unconfirmed
     config.train.num_steps = 1_000_000  # ~50 epochs of 1.28M images (our choice).
     config.train.eval_every = 20_000

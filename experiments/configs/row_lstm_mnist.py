@@ -18,5 +18,8 @@ def get_config():
     """Returns the locked config."""
     config = base.get_config()
     config.model.name = "row_lstm"
+    config.paper_result = (
+        "Row LSTM, binarized MNIST: 80.54 nats/image test NLL (paper, unconfirmed)"
+    )
     config.train.num_steps = 150_000  # ~40 epochs of 60k images at batch 16 (our choice).
     return config

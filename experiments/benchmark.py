@@ -1,0 +1,179 @@
+"""Benchmarks: `python -m experiments.benchmark --output DIR [--quick] [filters]`.
+
+Suites (`--suite`):
+  scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting, PixelCNN as
+            the baseline: compile time, forward and train-step time, memory, images/s,
+            model FLOP/s and its fraction of a matmul peak measured in the same run.
+  sampling  `pixel_rnn_jax.sampling_benchmark.benchmark_sampling` (when that module exists).
+  devices   data-parallel images/s on 1/2/4/8 host devices (not written yet).
+
+Examples:
+  python -m experiments.benchmark --output benchmark_results --quick
+  python -m experiments.benchmark --output /tmp/b --models=row_lstm --sizes=28 --unroll=1,4,python
+
+Writes DIR/<name>.json and DIR/<name>.md, where <name> is `--name` (default
+`<platform>_<suite>[_quick]`). The default (non-quick) scan run is bounded by
+`--time_budget_s` (rows past it are recorded as skipped) and `--max_unrolled_steps`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import time
+
+import jax
+from absl import app, flags, logging
+
+from pixel_rnn_jax import benchmarking, recurrence
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output", None, "Directory for the JSON and Markdown result files.")
+flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[_quick].")
+flags.DEFINE_enum("suite", "scan", ["scan", "sampling", "devices"], "Which benchmark to run.")
+flags.DEFINE_bool("quick", False, "28x28 only, unroll 1/8/full, 3 repeats: under 2 minutes.")
+flags.DEFINE_list("models", list(benchmarking.MODEL_NAMES), "Models to run.")
+flags.DEFINE_list("sizes", ["28", "32", "64"], "Image sizes: 28 (MNIST), 32 (CIFAR), 64.")
+flags.DEFINE_list("unroll", ["1", "2", "4", "8", "full", "python"], "Unroll settings.")
+flags.DEFINE_integer("batch_size", None, "Batch for every size (default: per size, 16/2/1).")
+flags.DEFINE_integer("repeats", None, "Timed calls per measurement (default: 5/3/2 by size).")
+flags.DEFINE_integer(
+    "max_unrolled_steps", 400, "Skip 'full'/'python' rows with more layers x steps than this."
+)
+flags.DEFINE_float(
+    "time_budget_s", 840.0, "Rows starting after this many seconds are recorded as skipped."
+)
+flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measures the peak.")
+
+QUICK = {"sizes": ["28"], "unroll": ["1", "8", "full"], "repeats": 3}
+SAMPLING_MODULE = "pixel_rnn_jax.sampling_benchmark"
+
+
+def _parse_unrolls(values: list[str]) -> list[recurrence.Unroll]:
+    unrolls = []
+    for value in values:
+        setting = recurrence.parse_unroll(value)  # raises on a bad value
+        unrolls.append(value if isinstance(setting, bool | str) else setting)
+    return unrolls
+
+
+def _check_choices(values: list[str], choices, flag: str) -> None:
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+        raise app.UsageError(f"--{flag}: unknown {unknown}; choose from {list(choices)}.")
+
+
+def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
+    """The scan suite with the flags' filters; returns (header fields, rows)."""
+    sizes = QUICK["sizes"] if quick else FLAGS.sizes
+    unroll_values = QUICK["unroll"] if quick else FLAGS.unroll
+    if quick and FLAGS["unroll"].present:
+        unroll_values = FLAGS.unroll
+    if quick and FLAGS["sizes"].present:
+        sizes = FLAGS.sizes
+    _check_choices(FLAGS.models, benchmarking.MODEL_NAMES, "models")
+    _check_choices(sizes, [str(s) for s in benchmarking.SIZES], "sizes")
+    repeats = FLAGS.repeats or (QUICK["repeats"] if quick else None)
+    peak = benchmarking.matmul_peak(FLAGS.peak_size)
+    log(f"matmul peak ({FLAGS.peak_size}^2 float32): {peak['gflops']:.1f} GFLOP/s")
+    rows = benchmarking.benchmark_scan(
+        FLAGS.models,
+        [int(s) for s in sizes],
+        _parse_unrolls(unroll_values),
+        repeats=repeats,
+        batch_size=FLAGS.batch_size,
+        max_unrolled_steps=FLAGS.max_unrolled_steps,
+        time_budget_s=FLAGS.time_budget_s,
+        peak_gflops=peak["gflops"],
+        log=log,
+    )
+    header = {
+        "title": "Scan vs unrolled recurrences: compile, forward and train-step time",
+        "matmul_peak": peak,
+        "flops": (
+            "model FLOPs per image are analytic (2 x multiply-adds of every conv/matmul, "
+            "masked kernels by their nonzero entries, real pixels only); a train step counts "
+            f"{benchmarking.TRAIN_FLOPS_PER_FORWARD_FLOP}x forward. XLA's cost_analysis counts "
+            "a while-loop body once (kept in the JSON as xla_train_flops_per_image)"
+        ),
+        "memory": "peak MiB = argument + output + temp - alias from memory_analysis()",
+        "timing": (
+            "median (min-max) of repeated calls after 1 warm-up call; train step = "
+            "forward + backward + RMSProp update, jitted, params and optimiser state donated"
+        ),
+        "notes": "; ".join(
+            f"{s.image_size}x{s.image_size} {s.name}: {s.note}"
+            for s in benchmarking.SIZES.values()
+            if s.note
+        ),
+    }
+    return header, rows
+
+
+def run_sampling(quick: bool, log) -> tuple[dict, list[dict]]:
+    """The sampling suite, from the sampling engineer's module (a hook until it exists)."""
+    if importlib.util.find_spec(SAMPLING_MODULE) is None:
+        raise app.UsageError(
+            f"--suite=sampling needs {SAMPLING_MODULE}.benchmark_sampling(...) -> list[dict], "
+            "which does not exist yet."
+        )
+    module = importlib.import_module(SAMPLING_MODULE)
+    rows = module.benchmark_sampling(quick=quick, log=log)
+    columns = [(key, lambda r, key=key: str(r.get(key, ""))) for key in rows[0]] if rows else []
+    return {"title": "Sampling", "columns": columns}, rows
+
+
+def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
+    del quick, log
+    raise app.UsageError(
+        "--suite=devices (data-parallel images/s on 1/2/4/8 host devices) is not written yet."
+    )
+
+
+SUITES = {"scan": run_scan, "sampling": run_sampling, "devices": run_devices}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS.output:
+        raise app.UsageError("--output DIR is required.")
+    os.makedirs(FLAGS.output, exist_ok=True)
+    start = time.perf_counter()
+    header, rows = SUITES[FLAGS.suite](FLAGS.quick, logging.info)
+    header = {
+        "machine": benchmarking.machine_info(),
+        "command": "python -m experiments.benchmark " + shlex.join(present_flags()),
+        "suite": FLAGS.suite,
+        "quick": FLAGS.quick,
+        "wall_s": time.perf_counter() - start,
+        **header,
+    }
+    columns = header.pop("columns", None)
+    name = FLAGS.name or f"{jax.default_backend()}_{FLAGS.suite}" + (
+        "_quick" if FLAGS.quick else ""
+    )
+    base = os.path.join(FLAGS.output, name)
+    benchmarking.write_json(base + ".json", header, rows)
+    if columns is not None:
+        header["columns"] = columns
+    benchmarking.write_markdown(base + ".md", header, rows)
+    logging.info("Wrote %s.json and %s.md in %.0f s", base, base, header["wall_s"])
+
+
+def present_flags() -> list[str]:
+    """The flags set away from their defaults, as `--name=value` strings."""
+    names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "batch_size")
+    names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size")
+    given = []
+    for name in names:
+        if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:
+            value = FLAGS[name].value
+            value = ",".join(map(str, value)) if isinstance(value, list) else value
+            given.append(f"--{name}={value}")
+    return given
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,48 @@
+r"""Samples from a trained run: `python -m experiments.sample --config=NAME --workdir=DIR`.
+
+Writes a PNG grid and an .npz of `--num` samples (integer images [num, H, W, C]) and, with
+--complete, of completions of the first --num test images from their top half (each panel:
+given half | completion | original). Files go to --out (default <workdir>/samples).
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import configs
+
+_CONFIG = configs.define_config_flag("config")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory. Default ./workdirs/<config>.")
+_OUT = flags.DEFINE_string("out", None, "Output directory. Default <workdir>/samples.")
+_NUM = flags.DEFINE_integer("num", 64, "Number of samples (and of completions).")
+_COMPLETE = flags.DEFINE_bool("complete", False, "Also complete test images from their top half.")
+_WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.mark_flags_as_required(["config"])
+flags.declare_key_flag("config")  # defined in experiments.configs; list it in --helpshort
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from pixel_rnn_jax import metric_logging, train
+
+    metric_logging.quiet_library_info_logs()
+    name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
+    workdir = _WORKDIR.value or os.path.join("workdirs", name)
+    paths = train.sample_checkpoint(
+        _CONFIG.value,
+        workdir,
+        _OUT.value or os.path.join(workdir, "samples"),
+        num=_NUM.value,
+        complete=_COMPLETE.value,
+        which=_WHICH.value,
+        seed=_SEED.value,
+    )
+    for path in paths.values():
+        print(path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,64 @@
+r"""Trains a PixelRNN: `python -m experiments.train --config=row_lstm_mnist`.
+
+--config takes a name from `experiments.configs.list_configs()` or a path to a config file;
+fields are overridden with `--config.train.num_steps=2000`-style flags (a misspelt field is
+an error). The run resumes from the latest checkpoint in --workdir automatically.
+
+Multi-host (Cloud TPU pod slice, several GPU hosts): start the same command on every host
+with --distributed (or PIXEL_RNN_DISTRIBUTED=1), which calls jax.distributed.initialize().
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import configs
+
+_CONFIG = configs.define_config_flag("config")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (checkpoints, metrics, images). Default ./workdirs/<config>."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    os.environ.get("PIXEL_RNN_DISTRIBUTED", "") == "1",
+    "Call jax.distributed.initialize() (one process per host). Default from "
+    "PIXEL_RNN_DISTRIBUTED=1.",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (when the environment does not say)."
+)
+flags.mark_flags_as_required(["config"])
+flags.declare_key_flag("config")  # defined in experiments.configs; list it in --helpshort
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # Imported after flag parsing so that --help stays fast and JAX sees its own flags.
+    from pixel_rnn_jax import metric_logging, parallel, train
+
+    metric_logging.quiet_library_info_logs()
+    parallel.maybe_initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value)
+    name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
+    workdir = _WORKDIR.value or os.path.join("workdirs", name)
+    print(f"Config {name}; workdir {os.path.abspath(workdir)}", flush=True)
+    result = train.train_and_evaluate(_CONFIG.value, workdir)
+    if result.get("preempted"):
+        print(f"Stopped at step {result['step']} (SIGTERM); rerun the same command to resume.")
+        return
+    logging.info("Final metrics: %s", result)
+    print(
+        f"Step {result['step']}: test NLL {result['eval/nll']:.2f} nats/image "
+        f"({result['eval/bits_per_dim']:.4f} bits/dim) on {result['eval/num_images']} test "
+        f"images, {result['images_per_sec']:.0f} images/s."
+    )
+    if _CONFIG.value.paper_result:
+        caveat = ""
+        if result.get("fallback_reason"):
+            caveat = f" (this run used the embedded stand-in {result['dataset']!r}: not comparable)"
+        print(f"Paper: {_CONFIG.value.paper_result}{caveat}.")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,162 @@
+"""Checkpoint retention (last N + best), corrupt/unfinished checkpoints, and resume."""
+
+import logging
+import os
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pixel_rnn_jax import checkpoints
+
+
+def _state(value: float):
+    return {"step": jnp.int32(value), "w": jnp.full((3, 4), value, jnp.float32)}
+
+
+def _abstract():
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _state(0))
+
+
+def _save_steps(workdir, steps, nll=None, keep_last=2):
+    manager = checkpoints.CheckpointManager(str(workdir), keep_last=keep_last)
+    for step in steps:
+        metrics = {"eval/nll": nll[step]} if nll and step in nll else None
+        manager.save(step, _state(step), {"next_batch": step}, metrics=metrics)
+    manager.wait_until_finished()
+    return manager
+
+
+def test_round_trip_with_data_state(tmp_path):
+    manager = _save_steps(tmp_path, [3])
+    restored = manager.restore_latest(_abstract())
+    manager.close()
+    assert restored.step == 3
+    assert restored.data_state == {"next_batch": 3}
+    np.testing.assert_array_equal(restored.state["w"], np.full((3, 4), 3.0))
+    assert restored.skipped_steps == ()
+
+
+def test_no_checkpoint_returns_none(tmp_path):
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=2)
+    assert manager.restore_latest(_abstract()) is None
+    manager.close()
+
+
+def test_keeps_last_n_plus_best(tmp_path):
+    # The best (lowest NLL) is old; the newest has a bad NLL: both must survive.
+    nll = {2: 90.0, 4: 80.0, 6: 85.0, 8: 95.0}
+    manager = _save_steps(tmp_path, range(1, 9), nll=nll, keep_last=2)
+    assert manager.all_steps() == [4, 7, 8]
+    assert manager.best_step() == 4
+    assert manager.latest_step() == 8
+    restored = manager.restore_latest(_abstract(), which="best")
+    assert restored.step == 4
+    manager.close()
+
+
+def test_latest_that_is_also_best_is_kept_once(tmp_path):
+    manager = _save_steps(tmp_path, [1, 2, 3], nll={1: 90.0, 3: 70.0}, keep_last=2)
+    assert manager.all_steps() == [2, 3]
+    assert manager.best_step() == 3
+    manager.close()
+
+
+def test_best_step_is_none_without_metrics(tmp_path):
+    manager = _save_steps(tmp_path, [1, 2])
+    assert manager.best_step() is None
+    assert manager.restore_latest(_abstract(), which="best").step == 2  # falls back to latest
+    manager.close()
+
+
+def _corrupt(step_dir: pathlib.Path):
+    """Truncates every file of the saved train state (what a disk-full copy leaves)."""
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\0")
+
+
+def test_corrupt_latest_resumes_from_newest_good_one(tmp_path, caplog):
+    _save_steps(tmp_path, [1, 2, 3], keep_last=3).close()
+    _corrupt(tmp_path / "checkpoints" / "3")
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
+    with caplog.at_level(logging.WARNING):
+        restored = manager.restore_latest(_abstract())
+    assert restored.step == 2
+    assert restored.skipped_steps == (3,)
+    np.testing.assert_array_equal(restored.state["w"], np.full((3, 4), 2.0))
+    assert "Checkpoint at step 3" in caplog.text and "cannot be restored" in caplog.text
+    assert "Resumed from step 2" in caplog.text
+    # Good checkpoints stay; the bad one is moved aside, not deleted.
+    assert manager.all_steps() == [1, 2]
+    moved = os.listdir(tmp_path / checkpoints.QUARANTINE_SUBDIR)
+    assert len(moved) == 1 and moved[0].startswith("3-")
+    # The resumed run can save step 3 again.
+    assert manager.save(3, _state(30), {"next_batch": 30})
+    manager.wait_until_finished()
+    assert manager.restore_latest(_abstract()).data_state == {"next_batch": 30}
+    manager.close()
+
+
+def test_missing_item_counts_as_corrupt(tmp_path, caplog):
+    _save_steps(tmp_path, [1, 2], keep_last=3).close()
+    shutil.rmtree(tmp_path / "checkpoints" / "2" / "data")
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
+    with caplog.at_level(logging.ERROR):
+        assert manager.restore_latest(_abstract()).step == 1
+    assert "step 2" in caplog.text
+    manager.close()
+
+
+def test_unfinished_save_is_reported_and_ignored(tmp_path, caplog):
+    _save_steps(tmp_path, [1, 2], keep_last=3).close()
+    # What a process killed during an Orbax save leaves behind.
+    shutil.copytree(
+        tmp_path / "checkpoints" / "2", tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-9"
+    )
+    with caplog.at_level(logging.WARNING):
+        manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
+    assert "Unfinished checkpoint save" in caplog.text
+    assert manager.restore_latest(_abstract()).step == 2
+    manager.close()
+
+
+def test_all_corrupt_raises_and_moves_nothing(tmp_path):
+    _save_steps(tmp_path, [1, 2], keep_last=3).close()
+    for step in (1, 2):
+        _corrupt(tmp_path / "checkpoints" / str(step))
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
+    with pytest.raises(checkpoints.CheckpointError, match="None of the checkpoints"):
+        manager.restore_latest(_abstract())
+    assert manager.all_steps() == [1, 2]
+    assert not (tmp_path / checkpoints.QUARANTINE_SUBDIR).exists()
+    manager.close()
+
+
+def test_read_only_changes_nothing(tmp_path):
+    _save_steps(tmp_path, [1, 2], keep_last=3).close()
+    _corrupt(tmp_path / "checkpoints" / "2")
+    unfinished = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-9"
+    unfinished.mkdir()
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3, read_only=True)
+    assert manager.restore_latest(_abstract()).step == 1
+    manager.close()
+    assert (tmp_path / "checkpoints" / "2").exists()
+    assert unfinished.exists()
+    assert not (tmp_path / checkpoints.QUARANTINE_SUBDIR).exists()
+
+
+def test_existing_step_is_not_overwritten(tmp_path):
+    manager = _save_steps(tmp_path, [1], keep_last=3)
+    assert not manager.save(1, _state(99), {"next_batch": 99})
+    manager.wait_until_finished()
+    assert manager.restore_latest(_abstract()).data_state == {"next_batch": 1}
+    manager.close()
+
+
+def test_keep_last_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        checkpoints.CheckpointManager(str(tmp_path), keep_last=0)

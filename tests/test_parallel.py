@@ -1,0 +1,154 @@
+"""Data parallelism: the 8-device train/eval steps equal the 1-device ones on the same batch.
+
+JAX fixes its device count when it is first imported, and the other tests need the default
+single CPU device, so the 8-device checks run in a subprocess (this file run as a script)
+with XLA_FLAGS=--xla_force_host_platform_device_count=8.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_DEVICES = 8
+
+
+def _run_checks() -> dict:
+    """Runs in the 8-device subprocess; returns the measured differences as a dict."""
+    import functools
+
+    import jax
+    import numpy as np
+    import optax
+
+    from experiments import configs
+    from pixel_rnn_jax import models, parallel, train
+
+    assert jax.device_count() == NUM_DEVICES, jax.devices()
+    config = configs.get_config("row_lstm_mnist_smoke")
+    model = models.build_model(config.model)
+    tx = train.make_optimizer(config.train)
+    image_shape = (8, 8, 1)
+    init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=image_shape)
+    host_state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.integers(0, 2, (NUM_DEVICES, *image_shape))} for _ in range(2)]
+    key = jax.random.PRNGKey(1)
+
+    def run(mesh):
+        step = train.make_train_step(model, tx, 2, mesh)
+        state, losses, grad_norms = parallel.replicate(host_state, mesh), [], []
+        for batch in batches:
+            state, metrics = step(state, parallel.shard_batch(batch, mesh), key)
+            losses.append(float(metrics["loss"]))
+            grad_norms.append(float(metrics["grad_norm"]))
+        return jax.device_get(state.params), losses, grad_norms
+
+    mesh1 = parallel.make_mesh(jax.devices()[:1])
+    mesh8 = parallel.make_mesh()
+    params1, losses1, norms1 = run(mesh1)
+    params8, losses8, norms8 = run(mesh8)
+
+    # Reference without shard_map: plain autodiff of the global-batch mean NLL.
+    def loss_fn(params, images):
+        nll = train._nll_per_image(params, images, model=model, num_levels=2)
+        return nll.mean()
+
+    params, opt_state, ref_norms = host_state.params, host_state.opt_state, []
+    for batch in batches:
+        grads = jax.jit(jax.grad(loss_fn))(params, batch["image"])
+        ref_norms.append(float(optax.tree.norm(grads)))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+
+    def max_diff(a, b):
+        return max(
+            float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+
+    # Eval: 8 devices with some padded (masked) rows sum the same NLL as 1 device.
+    eval_batch = {
+        "image": rng.integers(0, 2, (NUM_DEVICES, *image_shape)),
+        "mask": np.arange(NUM_DEVICES) < 5,
+    }
+    evals = []
+    for mesh in (mesh1, mesh8):
+        out = train.make_eval_step(model, 2, mesh)(
+            parallel.replicate(params1, mesh), parallel.shard_batch(eval_batch, mesh)
+        )
+        evals.append({k: float(v) for k, v in jax.device_get(out).items()})
+
+    try:
+        parallel.check_global_batch(12, mesh8)
+        batch_error = ""
+    except ValueError as error:
+        batch_error = str(error)
+    return {
+        "params_1_vs_8": max_diff(params1, params8),
+        "params_1_vs_reference": max_diff(params1, params),
+        "param_scale": max(float(np.max(np.abs(x))) for x in jax.tree.leaves(params1)),
+        "losses": [losses1, losses8],
+        "grad_norms": [norms1, norms8, ref_norms],
+        "evals": evals,
+        "batch_error": batch_error,
+        "num_devices": jax.device_count(),
+    }
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, __file__],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_runs_on_eight_devices(results):
+    assert results["num_devices"] == NUM_DEVICES
+
+
+def test_gradients_are_averaged_not_summed(results):
+    norms1, norms8, reference = results["grad_norms"]
+    # A pmean of already-summed gradients (the check_vma pitfall) would give 8x.
+    for a, b, c in zip(norms1, norms8, reference, strict=True):
+        assert a == pytest.approx(c, rel=1e-4)
+        assert b == pytest.approx(c, rel=1e-4)
+
+
+def test_one_and_eight_devices_train_to_the_same_parameters(results):
+    assert results["params_1_vs_reference"] <= 1e-5 * max(1.0, results["param_scale"])
+    assert results["params_1_vs_8"] <= 1e-5 * max(1.0, results["param_scale"])
+    losses1, losses8 = results["losses"]
+    assert losses1 == pytest.approx(losses8, rel=1e-5)
+
+
+def test_eval_sums_only_real_images_on_any_device_count(results):
+    one, eight = results["evals"]
+    assert one["count"] == eight["count"] == 5
+    assert one["nll_sum"] == pytest.approx(eight["nll_sum"], rel=1e-5)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(results):
+    assert "train.batch_size=12" in results["batch_error"]
+    assert "multiple of 8" in results["batch_error"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_run_checks()))

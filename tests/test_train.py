@@ -1,0 +1,187 @@
+"""End-to-end runner tests on the embedded data: outputs, resume, NaN, SIGTERM."""
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import configs
+from pixel_rnn_jax import checkpoints, metric_logging, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Shares compiled steps between the runs of one test (each run re-jits the same steps)."""
+    previous = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    cache_dir = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield cache_dir
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+
+
+def _smoke(**train_overrides):
+    """row_lstm_mnist_smoke without samples and with a 1-batch eval unless overridden."""
+    config = configs.get_config("row_lstm_mnist_smoke")
+    config.train.num_samples = 0
+    config.train.eval_max_batches = 1
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def _checkpoint_params(config, workdir):
+    loaded = train.load_checkpoint(config, str(workdir))
+    return loaded.step, jax.tree.map(np.asarray, loaded.params)
+
+
+def _data_state(workdir, step):
+    path = pathlib.Path(workdir) / "checkpoints" / str(step) / "data" / "metadata"
+    return json.loads(path.read_text())
+
+
+def test_end_to_end_outputs_then_resume_past_a_corrupt_checkpoint(tmp_path, caplog):
+    config = _smoke(num_samples=2, num_steps=4, checkpoint_every=2, eval_every=4, log_every=2)
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["step"] == 4 and not result["preempted"]
+    assert np.isfinite(result["eval/nll"]) and result["eval/num_images"] == 8
+
+    rows = metric_logging.read_metrics(str(tmp_path))
+    train_rows = [r for r in rows if "train/loss" in r]
+    eval_rows = [r for r in rows if "eval/nll" in r]
+    assert [r["step"] for r in train_rows] == [2, 4]
+    for key in ("train/bits_per_dim", "train/grad_norm", "train/param_norm", "images_per_sec"):
+        assert key in train_rows[0]
+    assert [r["step"] for r in eval_rows] == [4]
+    assert eval_rows[0]["eval/bits_per_dim"] == pytest.approx(
+        eval_rows[0]["eval/nll"] / (28 * 28 * np.log(2))
+    )
+    images = sorted(os.listdir(tmp_path / metric_logging.IMAGES_DIR))
+    assert images == ["completions_00000004.png", "samples_00000004.png"]
+    assert os.listdir(tmp_path / metric_logging.TENSORBOARD_DIR)
+    info = json.loads((tmp_path / "config.json").read_text())
+    assert info["dataset"]["name"] == "embedded_binarized_mnist"
+    assert info["fallback_reason"] is None
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+    # Damage the latest checkpoint: the next run must say so and resume from step 2.
+    for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+    config.train.num_steps = 6
+    config.train.num_samples = 0
+    with caplog.at_level(logging.WARNING):
+        result = train.train_and_evaluate(config, str(tmp_path))
+    assert "Checkpoint at step 4" in caplog.text and "cannot be restored" in caplog.text
+    assert "Resumed from step 2" in caplog.text
+    assert result["step"] == 6
+    train_steps = [
+        r["step"] for r in metric_logging.read_metrics(str(tmp_path)) if "train/loss" in r
+    ]
+    assert train_steps == [2, 4, 6]  # rows after the resumed step were rewritten, not doubled
+    assert len(os.listdir(tmp_path / checkpoints.QUARANTINE_SUBDIR)) == 1
+
+
+def test_interrupted_run_equals_straight_run(tmp_path):
+    common = {"log_every": 1, "eval_every": 0, "checkpoint_every": 1000}
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train.train_and_evaluate(_smoke(num_steps=4, **common), str(straight))
+    train.train_and_evaluate(_smoke(num_steps=2, **common), str(interrupted))
+    assert sorted(os.listdir(interrupted / "checkpoints")) == ["2"]
+    train.train_and_evaluate(_smoke(num_steps=4, **common), str(interrupted))
+
+    step_a, params_a = _checkpoint_params(_smoke(), straight)
+    step_b, params_b = _checkpoint_params(_smoke(), interrupted)
+    assert step_a == step_b == 4
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+    # The data stream continued where it stopped: same position, same per-step losses.
+    assert _data_state(straight, 4) == _data_state(interrupted, 4)
+    assert _data_state(interrupted, 4)["states"][0] != _data_state(interrupted, 2)["states"][0]
+    losses = [
+        {
+            r["step"]: r["train/loss"]
+            for r in metric_logging.read_metrics(str(d))
+            if "train/loss" in r
+        }
+        for d in (straight, interrupted)
+    ]
+    assert losses[0] == losses[1] and sorted(losses[0]) == [1, 2, 3, 4]
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = _smoke(num_steps=2, checkpoint_every=1, eval_every=0)
+    train.train_and_evaluate(config, str(tmp_path))
+    _, good_params = _checkpoint_params(config, tmp_path)
+
+    # An infinite learning rate makes the parameters non-finite in the first update.
+    config = _smoke(num_steps=6, checkpoint_every=1, eval_every=0, learning_rate=float("inf"))
+    with pytest.raises(train.TrainingDivergedError, match=r"diverged at step 3\b") as error:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert "last good checkpoint (step 2)" in str(error.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+    step, params = _checkpoint_params(config, tmp_path)
+    assert step == 2
+    jax.tree.map(np.testing.assert_array_equal, good_params, params)
+
+
+def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
+    config = _smoke()
+    config.model.num_levels = 256
+    with pytest.raises(ValueError, match="num_levels=2"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cache):
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=row_lstm_mnist_smoke",
+        f"--workdir={workdir}",
+        "--config.train.num_steps=1000000",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=1000000",
+        "--config.train.eval_every=0",
+        "--config.train.num_samples=0",
+    ]
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": _compilation_cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not metric_logging.read_metrics(str(workdir)):  # training is under way
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    stopped = [line for line in output.splitlines() if line.startswith("Stopped at step")]
+    assert stopped, output
+    step = int(stopped[0].split()[3])
+    assert 0 < step < 1_000_000
+    assert os.listdir(workdir / "checkpoints") == [str(step)]
