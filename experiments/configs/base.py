@@ -44,8 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 1 (grey) or 3 (RGB, with the R/G/B mask groups).
     config.model.num_channels = 1
     # Recurrence driver: a positive integer (lax.scan unroll factor), 'full' or 'python'.
-    # A string so that `--config.model.unroll=full` and `=4` both parse from the command line.
-    config.model.unroll = "1"
+    # Typed `object` so that `--config.model.unroll=4`, `=full` and `=python` all parse, and
+    # code may assign an int or a string.
+    config.model.unroll = ml_collections.FieldReference(1, field_type=object)
     # Diagonal BiLSTM only: False is the paper's design (see REFERENCE.md's known subtlety);
     # True adds context so that every earlier pixel is visible.
     config.model.full_context = False
