@@ -5,7 +5,8 @@ Suites (`--suite`):
             the baseline: compile time, forward and train-step time, memory, images/s,
             model FLOP/s and its fraction of a matmul peak measured in the same run.
   sampling  `pixel_rnn_jax.sampling_benchmark.benchmark_sampling` (when that module exists).
-  devices   data-parallel images/s on 1/2/4/8 host devices (not written yet).
+  devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
+            devices on CPU, one child process each): `pixel_rnn_jax.device_scaling`.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
@@ -125,10 +126,10 @@ def run_sampling(quick: bool, log) -> tuple[dict, list[dict]]:
 
 
 def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
-    del quick, log
-    raise app.UsageError(
-        "--suite=devices (data-parallel images/s on 1/2/4/8 host devices) is not written yet."
-    )
+    """The devices suite: `pixel_rnn_jax.device_scaling` (one child process per row)."""
+    from pixel_rnn_jax import device_scaling  # noqa: PLC0415
+
+    return device_scaling.run_suite(quick=quick, log=log)
 
 
 SUITES = {"scan": run_scan, "sampling": run_sampling, "devices": run_devices}

@@ -4,8 +4,13 @@ r"""Trains a PixelRNN: `python -m experiments.train --config=row_lstm_mnist`.
 fields are overridden with `--config.train.num_steps=2000`-style flags (a misspelt field is
 an error). The run resumes from the latest checkpoint in --workdir automatically.
 
-Multi-host (Cloud TPU pod slice, several GPU hosts): start the same command on every host
+Multi-process (Cloud TPU pod slice, several GPU hosts): start the same command on every host
 with --distributed (or PIXEL_RNN_DISTRIBUTED=1), which calls jax.distributed.initialize().
+On Cloud TPU VMs, SLURM and Open MPI JAX finds the coordinator, process count and process id
+itself; elsewhere add --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or
+set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). --workdir must be a path
+every host sees. One process on one multi-GPU host needs none of this: all its GPUs form the
+mesh.
 """
 
 import os
@@ -26,7 +31,27 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "PIXEL_RNN_DISTRIBUTED=1.",
 )
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (when the environment does not say)."
+    "coordinator_address",
+    None,
+    "host:port of process 0 (default: JAX_COORDINATOR_ADDRESS or cluster auto-detection).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes",
+    None,
+    "Number of processes (default: JAX_NUM_PROCESSES or cluster auto-detection).",
+    lower_bound=1,
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id",
+    None,
+    "This process's id in [0, num_processes) (default: JAX_PROCESS_ID or auto-detection).",
+    lower_bound=0,
+)
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout",
+    300,
+    "Seconds to wait for the coordinator and for every process to join before failing.",
+    lower_bound=1,
 )
 flags.mark_flags_as_required(["config"])
 flags.declare_key_flag("config")  # defined in experiments.configs; list it in --helpshort
@@ -39,7 +64,16 @@ def main(argv):
     from pixel_rnn_jax import metric_logging, parallel, train
 
     metric_logging.quiet_library_info_logs()
-    parallel.maybe_initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value)
+    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.maybe_initialize_distributed(
+        # The coordinator/process flags mean nothing to a single process: they imply
+        # --distributed, so a forgotten flag cannot silently start N independent runs.
+        _DISTRIBUTED.value or any(value is not None for value in explicit),
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        initialization_timeout=_DISTRIBUTED_TIMEOUT.value,
+    )
     name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
     workdir = _WORKDIR.value or os.path.join("workdirs", name)
     print(f"Config {name}; workdir {os.path.abspath(workdir)}", flush=True)

@@ -2,8 +2,8 @@
 
 Layout under `workdir/checkpoints/<step>/` (one Orbax composite checkpoint per step):
   state/     the train state (step, params, optimiser state), `ocp.args.StandardSave`
-  data/      JSON: every process's data-iterator state, so resuming continues the data stream
-             exactly where it stopped
+  data/      JSON: every process's data-iterator state (tagged with its process index), so
+             resuming continues each process's data stream exactly where it stopped
   metrics/   JSON: `{'eval/nll': ...}` when the step was evaluated (Orbax's best tracking)
 
 Retention is the union of two Orbax preservation policies: the last `keep_last` steps, and
@@ -16,6 +16,12 @@ with the error that restoring it raised, moved aside to `workdir/checkpoints_cor
 deleted: it may be worth inspecting), and the run resumes from the newest checkpoint that
 does restore. Unfinished saves (Orbax `*.orbax-checkpoint-tmp*` directories, e.g. a process
 killed mid-save) are reported and then cleaned up by Orbax; they were never checkpoints.
+
+Multi-process (Orbax 0.12.8 semantics): every process calls `save` and `restore` with the
+same step; Orbax synchronises them with barriers, each process writes the array shards it
+owns (replicated arrays once, from the process holding replica 0), and the primary host
+(process 0) writes the JSON items and metadata and finalises the step directory. So the
+checkpoint directory must be one shared location (the same path on every host).
 """
 
 import dataclasses
@@ -75,6 +81,21 @@ def _all_processes_json(value: Any) -> list[Any]:
         json.loads(bytes(row[: int(n)]).decode())
         for row, n in zip(gathered, np.ravel(lengths), strict=True)
     ]
+
+
+def _own_data_state(states: list[Any], step: int) -> Any:
+    """This process's entry of a checkpoint's gathered data-iterator states."""
+    index = jax.process_index()
+    tagged = [s for s in states if isinstance(s, dict) and s.keys() == {"process_index", "state"}]
+    if len(tagged) != len(states):  # written before entries were tagged: gather order
+        return states[index]
+    mine = [s["state"] for s in tagged if s["process_index"] == index]
+    if len(mine) != 1:
+        raise ValueError(
+            f"checkpoint {step} has {len(mine)} data-iterator states for process {index} "
+            f"(processes {[s['process_index'] for s in tagged]})"
+        )
+    return mine[0]
 
 
 class CheckpointManager:
@@ -177,7 +198,11 @@ class CheckpointManager:
         """
         if step in self._manager.all_steps():
             return False
-        data = {"process_count": jax.process_count(), "states": _all_processes_json(data_state)}
+        # Every process's iterator state, gathered to all (only the primary host writes JSON
+        # items) and tagged with its process index: restore picks its own by the tag, not by
+        # trusting the gather order.
+        states = _all_processes_json({"process_index": jax.process_index(), "state": data_state})
+        data = {"process_count": jax.process_count(), "states": states}
         if metrics is not None:
             metrics = {key: float(value) for key, value in metrics.items()}
             if BEST_METRIC not in metrics:
@@ -213,7 +238,7 @@ class CheckpointManager:
             raise ValueError(f"checkpoint {step} has no data-iterator state")
         data_state = None
         if data.get("process_count") == jax.process_count():
-            data_state = data["states"][jax.process_index()]
+            data_state = _own_data_state(data["states"], step)
         else:
             logging.warning(
                 "Checkpoint %d was written by %s process(es) but this run has %d: the data "

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from pixel_rnn_jax import layers, recurrence
-from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell
+from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell, lstm_recurrence
 
 
 def skew(x: jax.Array) -> jax.Array:
@@ -49,6 +49,69 @@ def shift_down(x: jax.Array) -> jax.Array:
     return jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
 
 
+def to_columns(x: jax.Array) -> jax.Array:
+    """Skews `[..., height, width, f]` and puts the skewed columns first (time-major).
+
+    Returns:
+      [width + height - 1, ..., height, f]: column t holds anti-diagonal t (pixel (r, t - r)
+      in row r), zero where t - r is outside the image.
+    """
+    *lead, height, width, features = x.shape
+    skewed = skew(x.reshape(-1, height, width, features))
+    skewed = skewed.reshape(*lead, height, width + height - 1, features)
+    return jnp.moveaxis(skewed, -2, 0)
+
+
+def from_columns(columns: jax.Array, width: int) -> jax.Array:
+    """Inverse of `to_columns`: [width + height - 1, ..., height, f] -> [..., height, width, f]."""
+    skewed = jnp.moveaxis(columns, 0, -2)
+    *lead, height, skewed_width, features = skewed.shape
+    image = unskew(skewed.reshape(-1, height, skewed_width, features), width)
+    return image.reshape(*lead, height, width, features)
+
+
+def diagonal_lstm_cell(
+    state_kernel: jax.Array,
+    above: jax.Array,
+    left: jax.Array,
+    left_cell: jax.Array,
+    input_gates: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """The Diagonal LSTM at one position, in image coordinates.
+
+    Args:
+      state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read the hidden state
+        above, the last `hidden` rows the one to the left.
+      above: [..., hidden] hidden state at (i - 1, j), zeros on the top row.
+      left: [..., hidden] hidden state at (i, j - 1), zeros in the first column.
+      left_cell: [..., hidden] cell state at (i, j - 1), zeros in the first column.
+      input_gates: [..., 4 * hidden] input-to-state pre-activations at (i, j).
+
+    Returns:
+      (hidden, cell) at (i, j), each [..., hidden].
+    """
+    gates = input_gates + jnp.concatenate([above, left], axis=-1) @ state_kernel
+    return lstm_cell(gates, left_cell)
+
+
+def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
+    """The state-to-state 2 x 1 convolution of one skewed column as one matmul.
+
+    Args:
+      state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read row r - 1, the
+        last `hidden` rows row r, both in the previous column.
+      hidden: [batch, height, hidden] hidden state of the previous skewed column.
+
+    Returns:
+      [batch, height, 4 * hidden] state-to-state gate pre-activations.
+    """
+    # The 2 x 1 convolution must not read row r + 1 (that would be a future pixel), so the
+    # "above" input is the previous column shifted down, with zeros entering at the top.
+    above = jnp.pad(hidden, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    # In the skewed frame the previous column's row r is the pixel to the left.
+    return jnp.concatenate([above, hidden], axis=-1) @ state_kernel
+
+
 def diagonal_lstm_step(
     state_kernel: jax.Array,
     carry: tuple[jax.Array, jax.Array],
@@ -69,8 +132,8 @@ def diagonal_lstm_step(
     # The 2 x 1 convolution must not read row r + 1 (that would be a future pixel), so the
     # "above" input is the previous column shifted down, with zeros entering at the top.
     above = jnp.pad(hidden, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    gates = input_gates + jnp.concatenate([above, hidden], axis=-1) @ state_kernel
-    hidden, cell = lstm_cell(gates, cell)
+    # In the skewed frame the previous column's row r is the pixel to the left.
+    hidden, cell = diagonal_lstm_cell(state_kernel, above, hidden, cell, input_gates)
     return (hidden, cell), hidden
 
 
@@ -87,14 +150,10 @@ def diagonal_lstm(
     Returns:
       hidden states [batch, height, width, hidden].
     """
-    batch, height, width, four_hidden = input_gates.shape
-    hidden_dim = four_hidden // NUM_GATES
-    columns = jnp.moveaxis(skew(input_gates), 2, 0)  # [width + height - 1, batch, height, 4h]
-    zeros = jnp.zeros((batch, height, hidden_dim), input_gates.dtype)
-    _, hidden = recurrence.run_recurrence(
-        lambda c, x: diagonal_lstm_step(state_kernel, c, x), (zeros, zeros), columns, unroll
-    )
-    return unskew(jnp.moveaxis(hidden, 0, 2), width)  # [batch, height, width, hidden]
+    columns = to_columns(input_gates)  # [width + height - 1, batch, height, 4h]
+    # `diagonal_lstm_step` over the columns, with a hand-written backward sweep (lstm_cell).
+    hidden = lstm_recurrence(diagonal_state_to_gates, state_kernel, columns, unroll)
+    return from_columns(hidden, input_gates.shape[2])  # [batch, height, width, hidden]
 
 
 def diagonal_bilstm(
@@ -116,9 +175,31 @@ def diagonal_bilstm(
       shifted down one row.
     """
     gates = jnp.stack([left_gates, right_gates[:, :, ::-1]])  # [2, batch, height, width, 4h]
+    return bilstm_over_columns(to_columns(gates), state_kernels, left_gates.shape[2], unroll)
+
+
+def bilstm_over_columns(
+    columns: jax.Array, state_kernels: jax.Array, width: int, unroll: recurrence.Unroll = 1
+) -> jax.Array:
+    """`diagonal_bilstm` from both directions' gates already in column form.
+
+    Args:
+      columns: [width + height - 1, 2, batch, height, 4h], `to_columns` of the stacked
+        left-to-right and mirrored right-to-left input-to-state maps (zero off the image).
+      state_kernels: [2, 2h, 4h].
+      width: image width.
+      unroll: see `recurrence.parse_unroll`.
+
+    Returns:
+      [batch, height, width, h], as `diagonal_bilstm`.
+    """
     # vmap over the direction axis turns the two sweeps into one scan of batched steps.
-    run = jax.vmap(functools.partial(diagonal_lstm, unroll=unroll))
-    hidden = run(gates, state_kernels)  # [2, batch, height, width, h]
+    run = jax.vmap(
+        lambda kernel, gates: lstm_recurrence(diagonal_state_to_gates, kernel, gates, unroll),
+        in_axes=(0, 1),
+        out_axes=1,
+    )
+    hidden = from_columns(run(state_kernels, columns), width)  # [2, batch, height, width, h]
     return hidden[0] + shift_down(hidden[1][:, :, ::-1])
 
 
@@ -137,8 +218,15 @@ class DiagonalBiLSTMLayer(nn.Module):
     full_context: bool = False  # right-to-left direction also sees the image (see above)
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
-        """Args: x [batch, height, width, features]; context: the image in [-1, 1]."""
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        conditioning: jax.Array | None = None,
+    ) -> jax.Array:
+        """Args: x [batch, height, width, features]; context: the image in [-1, 1];
+        conditioning: optional [batch, height, width, c] map known in full (multi-scale),
+        added to the gates of both directions."""
         input_to_state = functools.partial(
             layers.MaskedConv2D,
             NUM_GATES * self.hidden_dim,
@@ -155,6 +243,17 @@ class DiagonalBiLSTMLayer(nn.Module):
             right_gates = right_gates + nn.Dense(
                 NUM_GATES * self.hidden_dim, use_bias=False, name="right_to_left_context"
             )(context)
+        if conditioning is not None:
+            # Unmasked 1x1s: the map holds no pixel of x.
+            conditioning_1x1 = functools.partial(
+                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False
+            )
+            left_gates = left_gates + conditioning_1x1(name="left_to_right_conditioning")(
+                conditioning
+            )
+            right_gates = right_gates + conditioning_1x1(name="right_to_left_conditioning")(
+                conditioning
+            )
         state_kernels = self.param(
             "state_to_state",
             nn.initializers.lecun_normal(batch_axis=(0,)),  # one kernel per direction

@@ -83,3 +83,31 @@ def causal_mask(
         centre = in_groups[:, None] <= out_groups[None, :]
     mask[ch, cw] = centre.astype(np.float32)
     return mask
+
+
+def kernel_mask(
+    kernel_shape: tuple[int, int, int, int],
+    mask_type: str,
+    num_groups: int,
+    num_gates: int = 1,
+) -> np.ndarray:
+    """The mask of a `[kh, kw, in_features, out_features]` kernel, from its shape alone.
+
+    Input features are split with `feature_groups`; output features with
+    `gate_feature_groups` when they are `num_gates` gate-major blocks (LSTM pre-activations).
+    `layers.MaskedConv2D` and the incremental samplers both mask their kernels with this, so
+    that a kernel read back from the parameters is masked exactly as the layer masks it.
+
+    Args:
+      kernel_shape: (kh, kw, in_features, out_features).
+      mask_type: 'A' or 'B' (see `causal_mask`).
+      num_groups: colour groups, 3 for RGB and 1 for greyscale.
+      num_gates: gate blocks in the output features (4 for LSTM gates, else 1).
+
+    Returns:
+      float32 array of `kernel_shape`.
+    """
+    kh, kw, in_features, out_features = kernel_shape
+    in_groups = feature_groups(in_features, num_groups)
+    out_groups = gate_feature_groups(out_features // num_gates, num_groups, num_gates)
+    return causal_mask((kh, kw), in_groups, out_groups, mask_type)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import chex
 import jax
 import ml_collections
+import numpy as np
 from flax import linen as nn
 
 from pixel_rnn_jax import layers, recurrence
@@ -23,7 +24,8 @@ from pixel_rnn_jax.row_lstm import RowLSTMLayer
 def default_model_config() -> ml_collections.ConfigDict:
     """All model fields with their defaults (a small MNIST Row LSTM)."""
     config = ml_collections.ConfigDict()
-    config.name = "row_lstm"  # one of MODEL_REGISTRY: 'row_lstm', 'diagonal_bilstm', 'pixelcnn'
+    # One of MODEL_REGISTRY ('row_lstm', 'diagonal_bilstm', 'pixelcnn') or COMPOSITE_MODELS.
+    config.name = "row_lstm"
     config.num_layers = 7  # recurrent layers, or residual blocks for PixelCNN
     config.hidden_dim = 16  # h: LSTM units; residual streams carry 2h features
     config.num_levels = 2  # 2: Bernoulli per sub-pixel (binarized); 256: 8-bit softmax
@@ -37,6 +39,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.output_dim = 32  # hidden features of the output stack
     config.use_residual = True  # residual connection around every body unit
     config.use_skip = True  # learnable 1x1 skip connections from every unit to the output
+    from pixel_rnn_jax import multiscale  # noqa: PLC0415 - multiscale builds on this module
+
+    # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.
+    config.multiscale = multiscale.default_multiscale_config()
     return config
 
 
@@ -48,8 +54,13 @@ class ResidualRecurrentUnit(nn.Module):
     use_residual: bool = True  # add the unit input to its output
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
-        y = self.layer(x, context)
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        conditioning: jax.Array | None = None,
+    ) -> jax.Array:
+        y = self.layer(x, context, conditioning=conditioning)
         y = layers.masked_1x1(x.shape[-1], self.num_groups, name="output")(y)
         return x + y if self.use_residual else y
 
@@ -123,10 +134,15 @@ class PixelRNN(nn.Module):
         return self.logits_from_inputs(layers.preprocess_images(images, self.num_levels))
 
     @nn.compact
-    def logits_from_inputs(self, inputs: jax.Array) -> jax.Array:
+    def logits_from_inputs(
+        self, inputs: jax.Array, conditioning: jax.Array | None = None
+    ) -> jax.Array:
         """Logits from the float encoding of the images (`layers.preprocess_images`).
 
-        Differentiable in `inputs`, which is what the causality tests use.
+        Differentiable in `inputs`, which is what the causality tests use. `conditioning`,
+        an optional `[batch, height, width, c]` map known in full (the multi-scale model's
+        upsampled small image), is added by an unmasked 1x1 to every body unit's
+        input-to-state map; None leaves the model and its parameters unchanged.
         """
         chex.assert_rank(inputs, 4)
         groups = self.num_channels
@@ -137,7 +153,7 @@ class PixelRNN(nn.Module):
         make_unit = MODEL_REGISTRY[self.name_in_registry]
         skips = []
         for index in range(self.num_layers):
-            x = make_unit(self, index)(x, inputs)
+            x = make_unit(self, index)(x, inputs, conditioning=conditioning)
             if self.use_skip:
                 skips.append(
                     layers.masked_1x1(2 * self.hidden_dim, groups, name=f"skip_{index}")(x)
@@ -149,11 +165,26 @@ class PixelRNN(nn.Module):
         return logits
 
 
-def build_model(config: ml_collections.ConfigDict) -> PixelRNN:
+def _build_multiscale(config: ml_collections.ConfigDict) -> nn.Module:
+    from pixel_rnn_jax import multiscale  # noqa: PLC0415 - multiscale builds on this module
+
+    return multiscale.build_multiscale(config)
+
+
+# Models made of PixelRNNs rather than of body units: model config -> Linen module.
+COMPOSITE_MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
+    "multiscale": _build_multiscale,
+}
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Builds the model named `config.name` with the fields of `default_model_config()`."""
+    if config.name in COMPOSITE_MODELS:
+        return COMPOSITE_MODELS[config.name](config)
     if config.name not in MODEL_REGISTRY:
         raise ValueError(
-            f"Unknown model name {config.name!r}; choose one of {sorted(MODEL_REGISTRY)}."
+            f"Unknown model name {config.name!r}; choose one of "
+            f"{sorted(MODEL_REGISTRY) + sorted(COMPOSITE_MODELS)}."
         )
     if config.num_channels not in (1, 3):
         raise ValueError(f"num_channels must be 1 or 3, got {config.num_channels}.")
@@ -181,3 +212,14 @@ def build_model(config: ml_collections.ConfigDict) -> PixelRNN:
         use_residual=config.use_residual,
         use_skip=config.use_skip,
     )
+
+
+def count_parameters(config: ml_collections.ConfigDict, height: int = 8, width: int = 8) -> int:
+    """Number of parameters of `build_model(config)`; shapes only, nothing is computed.
+
+    The count does not depend on the image size: every layer is convolutional or recurrent.
+    """
+    model = build_model(config)
+    images = jax.ShapeDtypeStruct((1, height, width, config.num_channels), jax.numpy.int32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))

@@ -34,6 +34,7 @@ def run_recurrence(
     init_carry: Any,
     xs: Any,
     unroll: Unroll = 1,
+    reverse: bool = False,
 ) -> tuple[Any, Any]:
     """Runs `carry, y = step(carry, x)` over the leading axis of `xs`.
 
@@ -42,16 +43,17 @@ def run_recurrence(
       init_carry: initial carry pytree.
       xs: pytree of arrays with a common leading (time) axis of length T.
       unroll: see `parse_unroll`.
+      reverse: run from t = T - 1 down to 0 (ys keep the time order of xs), as
+        `jax.lax.scan(reverse=True)`; backward sweeps use it.
 
     Returns:
       (final carry, ys) with ys stacked along a new leading axis of length T.
     """
     setting = parse_unroll(unroll)
     if setting != "python":
-        return jax.lax.scan(step, init_carry, xs, unroll=setting)
+        return jax.lax.scan(step, init_carry, xs, unroll=setting, reverse=reverse)
     length = jax.tree.leaves(xs)[0].shape[0]
-    carry, ys = init_carry, []
-    for t in range(length):
-        carry, y = step(carry, jax.tree.map(lambda x, t=t: x[t], xs))
-        ys.append(y)
+    carry, ys = init_carry, [None] * length
+    for t in reversed(range(length)) if reverse else range(length):
+        carry, ys[t] = step(carry, jax.tree.map(lambda x, t=t: x[t], xs))
     return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from pixel_rnn_jax import layers, recurrence
-from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell
+from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell, lstm_recurrence
 
 
 def row_neighbourhood(row: jax.Array, kernel_width: int) -> jax.Array:
@@ -32,6 +32,20 @@ def row_neighbourhood(row: jax.Array, kernel_width: int) -> jax.Array:
     return jnp.concatenate([padded[:, s : s + width] for s in range(kernel_width)], axis=-1)
 
 
+def row_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
+    """The state-to-state k x 1 convolution of one row as one matmul.
+
+    Args:
+      state_kernel: [k * hidden, 4 * hidden] (neighbour-major rows).
+      hidden: [batch, width, hidden] hidden state of the previous row.
+
+    Returns:
+      [batch, width, 4 * hidden] state-to-state gate pre-activations.
+    """
+    kernel_width = state_kernel.shape[0] // hidden.shape[-1]
+    return row_neighbourhood(hidden, kernel_width) @ state_kernel
+
+
 def row_lstm_step(
     state_kernel: jax.Array,
     carry: tuple[jax.Array, jax.Array],
@@ -48,9 +62,7 @@ def row_lstm_step(
       ((hidden, cell), hidden) for this row, each [batch, width, hidden].
     """
     hidden, cell = carry
-    kernel_width = state_kernel.shape[0] // hidden.shape[-1]
-    gates = input_gates + row_neighbourhood(hidden, kernel_width) @ state_kernel
-    hidden, cell = lstm_cell(gates, cell)
+    hidden, cell = lstm_cell(input_gates + row_state_to_gates(state_kernel, hidden), cell)
     return (hidden, cell), hidden
 
 
@@ -67,13 +79,9 @@ def row_lstm(
     Returns:
       hidden states [batch, height, width, hidden].
     """
-    batch, _, width, four_hidden = input_gates.shape
-    hidden_dim = four_hidden // NUM_GATES
-    zeros = jnp.zeros((batch, width, hidden_dim), input_gates.dtype)
     rows = jnp.moveaxis(input_gates, 1, 0)  # [height, batch, width, 4h]
-    _, hidden = recurrence.run_recurrence(
-        lambda c, x: row_lstm_step(state_kernel, c, x), (zeros, zeros), rows, unroll
-    )
+    # `row_lstm_step` over the rows, with a hand-written backward sweep (see lstm_cell).
+    hidden = lstm_recurrence(row_state_to_gates, state_kernel, rows, unroll)
     return jnp.moveaxis(hidden, 0, 1)
 
 
@@ -86,7 +94,14 @@ class RowLSTMLayer(nn.Module):
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        conditioning: jax.Array | None = None,
+    ) -> jax.Array:
+        """Args: x [batch, height, width, features]; conditioning: optional
+        [batch, height, width, c] map known in full (multi-scale), added to the gates."""
         del context  # the Row LSTM has no use for the full-context image
         input_gates = layers.MaskedConv2D(
             NUM_GATES * self.hidden_dim,
@@ -96,6 +111,11 @@ class RowLSTMLayer(nn.Module):
             num_gates=NUM_GATES,
             name="input_to_state",
         )(x)
+        if conditioning is not None:
+            # Unmasked 1x1: the conditioning map holds no pixel of x, nothing can leak.
+            input_gates = input_gates + nn.Dense(
+                NUM_GATES * self.hidden_dim, use_bias=False, name="conditioning"
+            )(conditioning)
         state_kernel = self.param(
             "state_to_state",
             layers.default_kernel_init,

@@ -465,24 +465,89 @@ def _log_train_interval(step, num_steps, log: _TrainLog, elapsed, steps, batch_s
     return scalars
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _check_workdir_is_local_path(workdir: str):
+    if "://" in str(workdir):
+        raise ValueError(
+            f"--workdir={workdir}: the runner writes metrics.jsonl, TensorBoard files and "
+            "images with local file APIs, so the workdir must be a filesystem path. For a "
+            "multi-host run use a path that every host sees, e.g. a Cloud Storage bucket "
+            "mounted with Cloud Storage FUSE at the same mount point on every host "
+            "(gcsfuse --implicit-dirs BUCKET /mnt/BUCKET; --workdir=/mnt/BUCKET/run), or an "
+            "NFS/Filestore share."
+        )
+
+
+_SHARED_CHECK_FILE = ".pixel_rnn_shared_workdir_check"
+
+
+def _check_shared_workdir(workdir: str):
+    """Fails on every process unless all processes see the same `workdir` (multi-process).
+
+    Orbax writes each array once (from the process that owns it) and the metadata from
+    process 0, and every process reads the whole checkpoint back, so a workdir on each host's
+    local disk would save "successfully" and then fail to resume. Process 0 writes a random
+    token; every process must read it back.
+    """
+    if jax.process_count() == 1:
+        return
+    token = np.frombuffer(os.urandom(16), np.uint32)
+    token = "".join(f"{int(w):08x}" for w in multihost_utils.broadcast_one_to_all(token))
+    path = os.path.join(workdir, _SHARED_CHECK_FILE)
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            f.write(token)
+        os.replace(path + ".tmp", path)
+    multihost_utils.sync_global_devices("pixel_rnn_jax_shared_workdir_written")
+    try:
+        with open(path) as f:
+            sees_it = f.read() == token
+    except OSError:
+        sees_it = False
+    seen = np.ravel(multihost_utils.process_allgather(np.int32(sees_it)))
+    if jax.process_index() == 0:
+        os.remove(path)
+    blind = [index for index, ok in enumerate(seen) if not ok]
+    if blind:
+        raise ValueError(
+            f"--workdir={workdir} is not shared: process(es) {blind} of {jax.process_count()} "
+            "cannot see the file process 0 wrote there. Checkpoints of a multi-process run "
+            "must live in one place that every host reads and writes at the same path (NFS, "
+            "Filestore, or a Cloud Storage FUSE mount)."
+        )
+
+
+def _preemption_notice_is_shared() -> bool:
+    """Whether JAX's preemption service turns a SIGTERM on any process into a common step."""
+    return jax.distributed.is_initialized() and bool(jax.config.jax_enable_preemption_service)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, return_state: bool = False
+) -> dict[str, Any] | tuple[dict[str, Any], TrainState]:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final metrics.
+
+    Every process of a multi-process run calls this with the same config and workdir (a
+    path all of them see); process 0 alone writes metrics, images and config.json.
 
     Args:
       config: an experiment config (`experiments.configs.get_config(name)`).
       workdir: where checkpoints, metrics.jsonl, TensorBoard files, images and config.json go.
+      return_state: also return the final TrainState (global, replicated arrays).
 
     Returns:
       {'step', 'preempted', 'train/loss' and 'train/bits_per_dim' (mean of the last log
       interval), 'images_per_sec', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images',
-      'dataset', 'fallback_reason'} at the last step reached.
+      'dataset', 'fallback_reason'} at the last step reached; with `return_state`, the pair
+      (that dict, final state).
 
     Raises:
       TrainingDivergedError: NaN/inf loss or parameters (names the step).
-      ValueError: inconsistent config (batch vs device count, model vs dataset).
+      ValueError: inconsistent config (batch vs device count, model vs dataset), or a
+        workdir that is a URL or (multi-process) not shared by every process.
       checkpoints.CheckpointError: checkpoints exist but none restores.
     """
     is_writer = jax.process_index() == 0
+    _check_workdir_is_local_path(workdir)
     os.makedirs(workdir, exist_ok=True)
     tc = config.train
 
@@ -499,6 +564,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "train.num_steps, train.log_every and train.checkpoint_every must be >= 1; got "
             f"{tc.num_steps}, {tc.log_every}, {tc.checkpoint_every}."
         )
+    _check_shared_workdir(workdir)
     if is_writer:
         _write_run_info(workdir, config, spec, mesh)
     model = models.build_model(config.model)
@@ -633,7 +699,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             log.add(host)
 
         stop = _StopRequest()
-        cleanup.enter_context(_handle_signal(signal.SIGTERM, stop))
+        preempted = False
+        if jax.process_count() == 1:
+            cleanup.enter_context(_handle_signal(signal.SIGTERM, stop))
+        elif not _preemption_notice_is_shared():
+            logging.warning(
+                "JAX's preemption service is off (jax_enable_preemption_service): a SIGTERM "
+                "ends this multi-process run without a checkpoint."
+            )
+        # Several processes: no Python handler. JAX's preemption service (started by
+        # jax.distributed.initialize) catches SIGTERM on any process and agrees on a step at
+        # which every process sees `reached_preemption`; no per-step host synchronisation.
         while step < tc.num_steps:
             batch = parallel.shard_batch(next(train_iter), mesh)
             state, device_metrics = p_train_step(state, batch, train_rng)
@@ -675,11 +751,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 last_eval_step = step
                 interval_start, interval_steps = time.perf_counter(), 0
 
-            stopping = stop.signum is not None
-            if jax.process_count() > 1:
-                # Every process must take the same branch: saving is collective.
-                stopping = bool(np.any(multihost_utils.process_allgather(np.int32(stopping))))
-            stopping = stopping or ckpt.reached_preemption(step)
+            # Every process must take the same branch (saving is collective): a local flag in
+            # a single process, the preemption service's common step otherwise.
+            stopping = stop.signum is not None or ckpt.reached_preemption(step)
             if step % tc.checkpoint_every == 0 or eval_metrics or is_last or stopping:
                 settle()  # Never save a state whose update produced NaN/inf.
                 best_metrics = None
@@ -691,10 +765,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 write_samples(step)
                 interval_start, interval_steps = time.perf_counter(), 0
             if stopping:
+                preempted = True
                 progress.clear()
                 logging.warning(
-                    "Stopped at step %d on request (SIGTERM); checkpoint saved in %s. "
-                    "Rerun the same command to resume.",
+                    "Stopped at step %d on request (SIGTERM / preemption notice); checkpoint "
+                    "saved in %s. Rerun the same command to resume.",
                     step,
                     ckpt.directory,
                 )
@@ -707,7 +782,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     result = {
         "step": step,
-        "preempted": stop.signum is not None,
+        "preempted": preempted,
         "images_per_sec": last_scalars.get("images_per_sec", float("nan")),
         "dataset": spec.name,
         "fallback_reason": spec.fallback_reason,
@@ -716,7 +791,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for key in ("train/loss", "train/bits_per_dim"):
         if key in last_scalars:
             result[key] = last_scalars[key]
-    return result
+    return (result, state) if return_state else result
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,3 +160,12 @@ def test_existing_step_is_not_overwritten(tmp_path):
 def test_keep_last_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="keep_checkpoints"):
         checkpoints.CheckpointManager(str(tmp_path), keep_last=0)
+
+
+def test_data_states_are_picked_by_process_index():
+    tagged = [{"process_index": 1, "state": "b"}, {"process_index": 0, "state": "a"}]
+    assert checkpoints._own_data_state(tagged, step=5) == "a"  # this test is process 0
+    with pytest.raises(ValueError, match="0 data-iterator states for process 0"):
+        checkpoints._own_data_state([{"process_index": 1, "state": "b"}], step=5)
+    # Checkpoints written before the entries were tagged: by gather (process) order.
+    assert checkpoints._own_data_state([{"next_batch": 3}], step=5) == {"next_batch": 3}

@@ -156,8 +156,10 @@ def test_bad_images_raise_value_errors_naming_the_expectation(rgb_row_lstm, imag
     ),
 )
 def test_bad_model_configs_are_rejected(overrides, message):
+    config = tiny_model_config("row_lstm", 3, 256)
+    config.update(overrides)
     with pytest.raises(ValueError, match=message):
-        models.build_model(tiny_model_config("row_lstm", 3, 256, **overrides))
+        models.build_model(config)
 
 
 def test_skip_and_residual_switches_change_the_parameter_tree():

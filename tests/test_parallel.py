@@ -8,10 +8,14 @@ with XLA_FLAGS=--xla_force_host_platform_device_count=8.
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
+
+from pixel_rnn_jax import parallel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_DEVICES = 8
@@ -148,6 +152,54 @@ def test_eval_sums_only_real_images_on_any_device_count(results):
 def test_batch_not_divisible_by_devices_is_a_clear_error(results):
     assert "train.batch_size=12" in results["batch_error"]
     assert "multiple of 8" in results["batch_error"]
+    assert "(nearest: 8 or 16)" in results["batch_error"]
+
+
+# --- Multi-process setup checks that need no second process (tests/test_multiprocess.py
+# runs the real two-process cases).
+
+
+def test_coordinator_address_must_be_host_and_port():
+    assert parallel.split_address("10.0.0.1:1234") == ("10.0.0.1", 1234)
+    assert parallel.split_address("[::1]:80") == ("::1", 80)
+    for bad in ("10.0.0.1", "host:", ":1234", "host:http", "host:70000"):
+        with pytest.raises(parallel.DistributedSetupError, match="is not HOST:PORT"):
+            parallel.split_address(bad)
+
+
+def test_waiting_for_a_coordinator_nobody_serves_ends_with_what_to_check():
+    with socket.socket() as s:  # a port that was free a moment ago; nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(parallel.DistributedSetupError) as error:
+        parallel.wait_for_coordinator(f"127.0.0.1:{port}", timeout_s=1.0, process_id=3)
+    assert time.monotonic() - start < 5
+    message = str(error.value)
+    assert f"Process 3 could not reach the JAX coordinator at 127.0.0.1:{port} within 1 s" in (
+        message
+    )
+    assert "Check that process 0 is running" in message and "--distributed_timeout" in message
+
+
+def test_waiting_for_a_listening_coordinator_returns():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert parallel.wait_for_coordinator(address, timeout_s=5.0) < 5
+
+
+def test_bad_distributed_settings_fail_before_jax_is_touched(monkeypatch):
+    parallel.maybe_initialize_distributed(False, "nonsense")  # not enabled: nothing happens
+    with pytest.raises(parallel.DistributedSetupError, match=r"process_id=2 must be in \[0, "):
+        parallel.maybe_initialize_distributed(True, "127.0.0.1:1234", 2, 2)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(parallel.DistributedSetupError, match="JAX_NUM_PROCESSES='two'"):
+        parallel.maybe_initialize_distributed(True, "127.0.0.1:1234", process_id=1)
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    with pytest.raises(parallel.DistributedSetupError, match="is not HOST:PORT"):
+        parallel.maybe_initialize_distributed(True, "127.0.0.1", 2, 1)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,13 @@ def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="Cloud Storage FUSE"):
+        train.train_and_evaluate(_smoke(), "gs://bucket/run")
+    assert not os.listdir(tmp_path)  # no local 'gs:' folder
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cache):
     workdir = tmp_path / "run"
     command = [

@@ -1,0 +1,365 @@
+"""Multi-Scale PixelRNN: an unconditional PixelRNN of a subsampled image, and a conditional one.
+
+The small image is the subsample `s = x[:, ::f, ::f]` (factor f: 64x64 -> 32x32 for f = 2).
+Since `x <-> (s, rest)` is a bijection,
+
+    log p(x) = log p_small(s) + sum over positions p off the grid of log p_cond(x_p | x_<p, s),
+
+where the grid is `{(i, j): i % f == 0 and j % f == 0}` (all channels of those pixels) and
+`x_<p` is raster-then-channel order in the full image. `MultiScalePixelRNN` returns full-size
+logits whose grid positions hold the small model's logits (computed on s, scattered back)
+and whose other positions hold the conditional network's, so the runner's
+`likelihood.log_likelihood(model.apply(variables, x), x, num_levels)` is exactly the joint,
+and the conditional network never pays again for the pixels s already fixes.
+
+Conditioning (paper section 3.5): s is encoded by an unmasked convolutional stack (s is
+fully known, nothing needs masking), upsampled to the full size by an f x f transposed
+convolution with stride f, and every layer of the conditional network adds a 1x1 unmasked
+convolution of that `[batch, height, width, cond_dim]` map to its input-to-state
+pre-activations (the `conditioning` argument of the body layers).
+
+Sampling draws s first with the small model's sampler, then every position off the grid in
+raster order with s fixed. The conditional part is naive (one conditional forward pass per
+position): `incremental.run_incremental` does not add the conditioning yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+
+from pixel_rnn_jax import layers, likelihood, models, sampling
+
+
+def default_multiscale_config() -> ml_collections.ConfigDict:
+    """The `model.multiscale` fields and their defaults (see experiments/configs/base.py)."""
+    config = ml_collections.ConfigDict()
+    config.factor = 2  # f: the small image is x[::f, ::f]
+    config.conditional_name = "row_lstm"  # body of the conditional network (MODEL_REGISTRY)
+    config.cond_dim = 32  # c: features of the upsampled conditioning map
+    config.encoder_layers = 2  # unmasked 3x3 ReLU convolutions on s before the deconvolution
+    config.small = ml_collections.ConfigDict()
+    config.small.name = "row_lstm"  # body of the unconditional small-image network
+    config.small.num_layers = 7
+    config.small.hidden_dim = 16
+    return config
+
+
+# ---------------------------------------------------------------------------------------
+# Pure helpers: the grid, and which positions belong to which part.
+
+
+def subsample(images: jax.Array, factor: int) -> jax.Array:
+    """`[batch, height, width, channels] -> [batch, ceil(height/f), ceil(width/f), channels]`."""
+    return images[:, ::factor, ::factor]
+
+
+def grid_mask(height: int, width: int, factor: int) -> np.ndarray:
+    """bool `[height, width]`: True where the pixel belongs to the small image."""
+    rows = np.arange(height) % factor == 0
+    columns = np.arange(width) % factor == 0
+    return rows[:, None] & columns[None, :]
+
+
+def merge_logits(small_logits: jax.Array, conditional_logits: jax.Array, factor: int):
+    """Writes the small model's logits over the conditional ones at the grid positions.
+
+    Args:
+      small_logits: logits of s, `[batch, ceil(H/f), ceil(W/f), channels(, levels)]`.
+      conditional_logits: the conditional network's logits `[batch, H, W, channels(, levels)]`.
+      factor: f.
+
+    Returns:
+      Logits shaped like `conditional_logits`; the conditional network's logits at the grid
+      are dropped, so they get no gradient (those pixels are paid for by the small model).
+    """
+    return conditional_logits.at[:, ::factor, ::factor].set(small_logits)
+
+
+def split_positions(height: int, width: int, channels: int, factor: int):
+    """Raster-then-channel positions of the full image, split by part.
+
+    Returns:
+      (grid, rest): sorted int32 arrays. `grid[k]` is the full-image position of the small
+      image's position k (the map is monotone, so both orders agree); `rest` are the
+      positions the conditional network models.
+    """
+    on_grid = np.repeat(grid_mask(height, width, factor).reshape(-1), channels)
+    positions = np.arange(height * width * channels, dtype=np.int32)
+    return positions[on_grid], positions[~on_grid]
+
+
+# ---------------------------------------------------------------------------------------
+# Modules.
+
+
+class ConditioningNetwork(nn.Module):
+    """s (in [-1, 1]) -> unmasked 3x3 ReLU convs -> f x f stride-f deconvolution -> full size."""
+
+    features: int  # c: features of the conditioning map
+    factor: int  # f
+    num_layers: int = 2  # unmasked 3x3 convolutions before the deconvolution
+
+    @nn.compact
+    def __call__(self, small_inputs: jax.Array, height: int, width: int) -> jax.Array:
+        """`[batch, ceil(H/f), ceil(W/f), channels]` -> `[batch, height, width, features]`."""
+        x = small_inputs
+        for index in range(self.num_layers):
+            # s is known in full: no mask, and 'SAME' padding may read every neighbour.
+            x = nn.relu(nn.Conv(self.features, (3, 3), name=f"encoder_{index}")(x))
+        f = self.factor
+        # Stride f with an f x f kernel: every full-size pixel gets a learned function of its
+        # offset (i % f, j % f) within the block of the small pixel (i // f, j // f).
+        x = nn.ConvTranspose(self.features, (f, f), strides=(f, f), padding="VALID", name="up")(x)
+        return x[:, :height, :width]  # [batch, height, width, features]
+
+
+class MultiScalePixelRNN(nn.Module):
+    """p(x) = p_small(x[::f, ::f]) p_cond(rest | x[::f, ::f]), same contract as PixelRNN."""
+
+    small: models.PixelRNN  # unconditional model of s
+    conditional: models.PixelRNN  # conditional model of the full image given s
+    factor: int = 2  # f
+    cond_dim: int = 32  # c: features of the upsampled conditioning map
+    encoder_layers: int = 2  # unmasked 3x3 convolutions encoding s
+
+    def setup(self):
+        self.encoder = ConditioningNetwork(self.cond_dim, self.factor, self.encoder_layers)
+
+    @property
+    def num_levels(self) -> int:
+        return self.conditional.num_levels
+
+    @property
+    def num_channels(self) -> int:
+        return self.conditional.num_channels
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """Joint logits for integer `images` [batch, height, width, channels].
+
+        Returns:
+          [batch, height, width, channels] Bernoulli logits when `num_levels == 2`, else
+          [batch, height, width, channels, num_levels]; grid positions hold p_small's.
+        """
+        layers.validate_images(images, self.num_channels, self.num_levels)
+        return self.logits_from_inputs(layers.preprocess_images(images, self.num_levels))
+
+    def logits_from_inputs(self, inputs: jax.Array) -> jax.Array:
+        """Joint logits from the float encoding `[batch, height, width, channels]` in [-1, 1]."""
+        small_inputs = subsample(inputs, self.factor)
+        small_logits = self.small.logits_from_inputs(small_inputs)
+        conditional_logits = self.conditional_logits(inputs, small_inputs)
+        return merge_logits(small_logits, conditional_logits, self.factor)
+
+    def small_logits(self, small_images: jax.Array) -> jax.Array:
+        """The small model's logits for integer s `[batch, ceil(H/f), ceil(W/f), channels]`."""
+        return self.small(small_images)
+
+    def conditioning(self, small_inputs: jax.Array, height: int, width: int) -> jax.Array:
+        """The upsampled conditioning map `[batch, height, width, cond_dim]` of s in [-1, 1]."""
+        return self.encoder(small_inputs, height, width)
+
+    def conditional_logits(self, inputs: jax.Array, small_inputs: jax.Array) -> jax.Array:
+        """The conditional network's logits at every position, given x and s separately.
+
+        Args:
+          inputs: x in [-1, 1], `[batch, height, width, channels]`; the logits at p depend
+            only on its positions before p.
+          small_inputs: s in [-1, 1], `[batch, ceil(H/f), ceil(W/f), channels]`; seen whole.
+
+        Returns:
+          Logits shaped like the model's output (meaningful off the grid only).
+        """
+        conditioning = self.conditioning(small_inputs, inputs.shape[1], inputs.shape[2])
+        return self.conditional_from_map(inputs, conditioning)
+
+    def conditional_from_map(self, inputs: jax.Array, conditioning: jax.Array) -> jax.Array:
+        """The conditional network's logits given the conditioning map (computed once)."""
+        return self.conditional.logits_from_inputs(inputs, conditioning=conditioning)
+
+
+def build_multiscale(config: ml_collections.ConfigDict) -> MultiScalePixelRNN:
+    """Builds the model from a `model` config with `name == 'multiscale'`.
+
+    The conditional network uses the top-level model fields with the body
+    `multiscale.conditional_name`; the small network the same fields except its body, layer
+    count and h (`multiscale.small`). `full_context` applies to whichever is a Diagonal BiLSTM.
+    """
+    ms = config.multiscale
+    if isinstance(ms.factor, bool) or not isinstance(ms.factor, int) or ms.factor < 2:
+        raise ValueError(f"multiscale.factor must be an integer >= 2, got {ms.factor!r}.")
+    if ms.cond_dim < 1 or ms.encoder_layers < 0:
+        raise ValueError(
+            f"multiscale.cond_dim must be >= 1 and multiscale.encoder_layers >= 0; got "
+            f"{ms.cond_dim} and {ms.encoder_layers}."
+        )
+    names = (ms.small.name, ms.conditional_name)
+    for name in names:
+        if name not in models.MODEL_REGISTRY:
+            raise ValueError(
+                f"Unknown model name {name!r} in model.multiscale; choose one of "
+                f"{sorted(models.MODEL_REGISTRY)}."
+            )
+    if config.full_context and "diagonal_bilstm" not in names:
+        raise ValueError("full_context only applies to a 'diagonal_bilstm' part.")
+
+    def part(name: str, **sizes) -> models.PixelRNN:
+        part_config = ml_collections.ConfigDict(config.to_dict())
+        part_config.name = name
+        part_config.full_context = bool(config.full_context) and name == "diagonal_bilstm"
+        part_config.update(sizes)
+        return models.build_model(part_config)
+
+    return MultiScalePixelRNN(
+        small=part(ms.small.name, num_layers=ms.small.num_layers, hidden_dim=ms.small.hidden_dim),
+        conditional=part(ms.conditional_name),
+        factor=ms.factor,
+        cond_dim=ms.cond_dim,
+        encoder_layers=ms.encoder_layers,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Likelihood parts and sampling.
+
+
+def small_variables(variables):
+    """The small model's variables, to use `model.small` on its own (e.g. to sample s)."""
+    return {"params": variables["params"]["small"]}
+
+
+def log_likelihood_parts(model: MultiScalePixelRNN, variables, images: jax.Array):
+    """The two terms of log p(x), each computed by its own network alone.
+
+    Args:
+      model: a MultiScalePixelRNN.
+      variables: its variables.
+      images: integer `[batch, height, width, channels]` in [0, num_levels).
+
+    Returns:
+      (log p_small(s), log p_cond(rest | s)), each `[batch]` in nats; their sum equals
+      `likelihood.log_likelihood(model.apply(variables, images), images, num_levels)`.
+    """
+    images = jnp.asarray(images)
+    layers.validate_images(images, model.num_channels, model.num_levels)
+    levels, f = model.num_levels, model.factor
+    small_images = subsample(images, f)
+    small_logits = model.apply(variables, small_images, method=MultiScalePixelRNN.small_logits)
+    small_ll = likelihood.log_likelihood(small_logits, small_images, levels)
+    inputs = layers.preprocess_images(images, levels)
+    conditional_logits = model.apply(
+        variables, inputs, subsample(inputs, f), method=MultiScalePixelRNN.conditional_logits
+    )
+    per_dim = likelihood.log_prob_per_dim(conditional_logits, images, levels)
+    off_grid = ~grid_mask(images.shape[1], images.shape[2], f)
+    conditional_ll = jnp.sum(jnp.where(off_grid[None, :, :, None], per_dim, 0.0), axis=(1, 2, 3))
+    return small_ll, conditional_ll
+
+
+# `first` and `temperature` are traced so that completions of any length reuse one program.
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sample_conditional(model, variables, rng, images, positions, first, temperature):
+    """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
+    _, height, width, channels = images.shape
+    inputs = layers.preprocess_images(images, model.num_levels)
+    # s is fixed from here on: encode and upsample it once, not once per position.
+    conditioning = model.apply(
+        variables,
+        subsample(inputs, model.factor),
+        height,
+        width,
+        method=MultiScalePixelRNN.conditioning,
+    )
+
+    def body(index, images):
+        position = positions[index]
+        row, rest = jnp.divmod(position, width * channels)
+        column, channel = jnp.divmod(rest, channels)
+        inputs = layers.preprocess_images(images, model.num_levels)
+        logits = model.apply(
+            variables, inputs, conditioning, method=MultiScalePixelRNN.conditional_from_map
+        )[:, row, column, channel]
+        key = jax.random.fold_in(rng, position)
+        value = sampling.draw(key, logits, model.num_levels, temperature)
+        return images.at[:, row, column, channel].set(value)
+
+    return jax.lax.fori_loop(first, positions.shape[0], body, images)
+
+
+def sample(
+    model: MultiScalePixelRNN,
+    variables,
+    rng: jax.Array,
+    images: jax.Array,
+    *,
+    start: int = 0,
+    method: str = "cached",
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Replaces every position >= `start` of `images` by a sample: s first, then the rest.
+
+    The small image is drawn by `sampling.sample(model.small, ...)` with the first key of
+    `jax.random.split(rng)` (so it equals that sample exactly), from its positions whose
+    full-image position is < `start` (a completion's given rows give s's top rows too). Then
+    every position off the grid and >= `start` is drawn in raster-then-channel order from
+    the conditional network with s fixed, position p with `fold_in(second key, p)`.
+
+    Completions sample s's missing rows from p_small(s_rest | s_given), which does not see
+    the given pixels off the grid: an approximation of p(x_rest | x_given) inherent to the
+    multi-scale factorisation (the conditional part is exact).
+
+    Args:
+      model: a MultiScalePixelRNN.
+      variables: its variables.
+      rng: PRNG key.
+      images: integer [batch, height, width, channels]; positions before `start` are kept.
+      start: first raster-then-channel position to sample (as in `sampling.sample`).
+      method: 'cached' or 'naive' for the small image (see `sampling.sample`); the
+        conditional part is always naive, one conditional forward pass per position.
+      temperature: > 0, for both parts.
+
+    Returns:
+      int32 [batch, height, width, channels].
+    """
+    images = jnp.asarray(images)
+    layers.validate_images(images, model.num_channels, model.num_levels)
+    images = images.astype(jnp.int32)
+    _, height, width, channels = images.shape
+    total = height * width * channels
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
+        raise ValueError(f"start must be an integer position; got {start!r}.")
+    if not 0 <= start <= total:
+        raise ValueError(f"start must be in [0, {total}] for images {images.shape}; got {start}.")
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or (
+        temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    f = model.factor
+    grid, rest = split_positions(height, width, channels, f)
+    small_rng, conditional_rng = jax.random.split(rng)
+    small = sampling.sample(
+        model.small,
+        small_variables(variables),
+        small_rng,
+        subsample(images, f),
+        start=int(np.searchsorted(grid, start)),  # s's positions given by the completion
+        method=method,
+        temperature=temperature,
+    )
+    images = images.at[:, ::f, ::f].set(small)
+    return _sample_conditional(
+        model,
+        variables,
+        conditional_rng,
+        images,
+        jnp.asarray(rest),
+        jnp.int32(np.searchsorted(rest, start)),
+        jnp.float32(temperature),
+    )
