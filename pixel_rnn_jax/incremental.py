@@ -15,7 +15,7 @@ model (`masks.kernel_mask`, `lstm_cell`, `row_lstm.row_state_to_gates`,
   (i, j - 1); once per completed row, a right-to-left sweep of that row for every layer,
   whose output is what the next row adds (the shift-down), O(1) per pixel amortised.
 - PixelCNN: per block, the 1x1s at the pixel and the k x k mask-B convolution of a window of
-  the block's cached activations (a ring buffer of the last k//2 + 1 rows, as in
+  the block's cached activations (its k//2 rows above and the current row, the queues of
   Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models").
 
 Features of a pixel depend on its own channels only through the colour masks and never on
@@ -85,7 +85,9 @@ def window_conv(window: jax.Array, kernel: jax.Array) -> jax.Array:
     Returns:
       [batch, out].
     """
-    return jnp.einsum("bhwi,hwio->bo", window, kernel)
+    # One matmul over the flattened window: an einsum with three contracted axes made XLA
+    # transpose the window and the kernel at every pixel.
+    return window.reshape(window.shape[0], -1) @ kernel.reshape(-1, kernel.shape[-1])
 
 
 def _at_column(x: jax.Array, column: jax.Array, axis: int) -> jax.Array:
@@ -226,7 +228,7 @@ def _row_lstm_pixel(model, body_params, cache, x, column, conditioning):
     for index, layer in enumerate(body_params):
         # The layer's input at columns j - k//2 .. j: [batch, k//2 + 1, 2h].
         window = jnp.concatenate([cache["left_inputs"][index], x[:, None]], axis=1)
-        input_gates = jnp.einsum("bsi,sio->bo", window, layer["input_kernel"])
+        input_gates = window_conv(window[:, None], layer["input_kernel"][None])
         input_gates = input_gates + layer["input_bias"]
         input_gates = _add_conditioning(input_gates, conditioning, layer["conditioning"])
         gates = input_gates + state_gates[index]
@@ -379,12 +381,9 @@ def _diagonal_end_row(model, body_params, cache, image_row, conditioning_row):
         return (hidden, cell), hidden
 
     zeros = jnp.zeros_like(cache["right_hidden"][:, :, 0])
-    columns = (  # right to left: [width, L, batch, ...]
-        jnp.moveaxis(cache["right_hidden"], 2, 0)[::-1],
-        jnp.moveaxis(gates, 2, 0)[::-1],
-    )
-    _, hidden = jax.lax.scan(step, (zeros, zeros), columns)
-    return {**cache, "right_hidden": jnp.moveaxis(hidden[::-1], 0, 2)}
+    columns = (jnp.moveaxis(cache["right_hidden"], 2, 0), jnp.moveaxis(gates, 2, 0))
+    _, hidden = jax.lax.scan(step, (zeros, zeros), columns, reverse=True)  # right to left
+    return {**cache, "right_hidden": jnp.moveaxis(hidden, 0, 2)}
 
 
 DIAGONAL_BILSTM = CachedBody(

@@ -16,6 +16,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from pixel_rnn_jax import incremental, layers, models
@@ -103,7 +104,8 @@ def sample(
       temperature: > 0; 1 samples the model's distribution, lower is greedier.
 
     Returns:
-      int32 [batch, height, width, channels].
+      int32 [batch, height, width, channels]; split over this process's devices when the
+      batch divides evenly among them (the same images as on one device).
     """
     from pixel_rnn_jax import multiscale  # noqa: PLC0415 - multiscale builds on this module
 
@@ -114,11 +116,7 @@ def sample(
     if method not in SAMPLING_METHODS:
         raise ValueError(f"Unknown sampling method {method!r}; choose one of {SAMPLING_METHODS}.")
     if not isinstance(model, models.PixelRNN):
-        # A multi-scale model is not raster-ordered: its small image comes first.
-        raise ValueError(
-            f"sample() draws PixelRNNs in raster order; got a {type(model).__name__} (sample "
-            "a multi-scale model with multiscale.sample)."
-        )
+        raise ValueError(f"sample() draws PixelRNNs in raster order; got a {type(model).__name__}.")
     if method == "cached" and model.name_in_registry not in incremental.CACHED_BODIES:
         raise ValueError(
             f"method='cached' supports the models {sorted(incremental.CACHED_BODIES)}, not "
@@ -136,6 +134,27 @@ def sample(
         temperature <= 0
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+    images, variables, rng = _over_local_devices(images, variables, rng)
     return JITTED_SAMPLERS[method](
         model, variables, rng, images, jnp.int32(start), jnp.float32(temperature)
+    )
+
+
+def _over_local_devices(images, variables, rng):
+    """Splits the batch over this process's devices (when it divides evenly), rest replicated.
+
+    The samplers are batch-parallel, so jit partitions them along the batch; every image
+    gets the same values as on one device (its randomness depends only on `rng` and the
+    position). With one device, or a batch that does not divide, nothing moves.
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1 or images.shape[0] % len(devices):
+        return images, variables, rng
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return (
+        jax.device_put(images, batch),
+        jax.device_put(variables, replicated),
+        jax.device_put(rng, replicated),
     )

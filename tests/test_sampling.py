@@ -1,5 +1,10 @@
 """Sampling: the cached sampler draws exactly the naive sampler's images; start; temperature."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,3 +164,41 @@ def test_cached_rejects_a_model_it_has_no_incremental_body_for(rgb_model):
     )
     with pytest.raises(ValueError, match="method='cached' supports"):
         sampling.sample(other, variables, jax.random.PRNGKey(0), images, method="cached")
+
+
+MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from sampling_fixtures import build
+    from pixel_rnn_jax import sampling
+
+    assert jax.local_device_count() == 4
+    model, variables, given = build("diagonal_bilstm", 3, 256, 3, 4, batch=8)
+    rng = jax.random.PRNGKey(7)
+    for method in ("cached", "naive"):
+        split = sampling.sample(model, variables, rng, given, start=5, method=method)
+        assert len(split.sharding.device_set) == 4, split.sharding
+        single = sampling.JITTED_SAMPLERS[method](
+            model, variables, rng, given, np.int32(5), np.float32(1.0)
+        )
+        assert len(single.sharding.device_set) == 1, single.sharding
+        np.testing.assert_array_equal(split, single)
+    """
+)
+
+
+def test_the_batch_is_split_over_local_devices_and_draws_the_same_images():
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "PYTHONPATH": os.pathsep.join([tests_dir, os.path.dirname(tests_dir)]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
