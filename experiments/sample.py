@@ -3,6 +3,9 @@ r"""Samples from a trained run: `python -m experiments.sample --config=NAME --wo
 Writes a PNG grid and an .npz of `--num` samples (integer images [num, H, W, C]) and, with
 --complete, of completions of the first --num test images from their top half (each panel:
 given half | completion | original). Files go to --out (default <workdir>/samples).
+
+The sampler is `--config.train.sample_method=cached` (default; exact against `naive`, which
+reruns the network per sub-pixel) at `--config.train.sample_temperature=1.0`.
 """
 
 import os

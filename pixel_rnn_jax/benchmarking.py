@@ -482,7 +482,7 @@ def benchmark_scan(
                 key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}
                 reason = skip_reason(name, size, unroll, max_unrolled_steps)
                 if reason is None and time_budget_s and time.perf_counter() - start > time_budget_s:
-                    reason = f"skipped: --time_budget_s={time_budget_s:g} used up"
+                    reason = "skipped: the run's time budget (--time_budget_s) was used up"
                 if reason:
                     log(f"{name} {image_size} unroll={unroll}: {reason}")
                     rows.append({**key, "skipped": reason})

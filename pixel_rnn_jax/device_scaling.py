@@ -159,14 +159,17 @@ def benchmark_devices(
       **case_fields: other `Case` fields (model size, repeats, warmup).
 
     Returns:
-      One row per case, in order; failed cases carry 'error'. Rows of a (batch, method)
-      group carry 'speedup_vs_1' relative to its smallest device count.
+      One row per case, by batch, then method, then device count; failed cases carry
+      'error'. Rows of a (batch, method) group carry 'speedup_vs_1' relative to its
+      smallest device count.
     """
     rows = []
     for batch_size in batch_sizes:
-        for method in methods:
-            group = []
-            for num_devices in device_counts:
+        # Methods alternate within a device count, so that a shared machine's load drifts over
+        # both alike; the rows are then listed by method.
+        measured: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
+        for num_devices in device_counts:
+            for method in methods:
                 case = Case(num_devices, batch_size, method, host_devices, **case_fields)
                 row = measure(case, timeout_s=timeout_s)
                 if "error" in row:
@@ -177,13 +180,12 @@ def benchmark_devices(
                         f"{row['images_per_s']:.1f} images/s (median step "
                         f"{1e3 * row['step_s']['median']:.1f} ms)"
                     )
-                group.append(row)
-            measured = [r for r in group if "error" not in r]
-            if measured:
-                base = measured[0]
-                for row in measured:
-                    row["speedup_vs_1"] = row["images_per_s"] / base["images_per_s"]
-                    row["baseline_devices"] = base["num_devices"]
+                measured[method].append(row)
+        for group in measured.values():
+            good = [r for r in group if "error" not in r]
+            for row in good:
+                row["speedup_vs_1"] = row["images_per_s"] / good[0]["images_per_s"]
+                row["baseline_devices"] = good[0]["num_devices"]
             rows.extend(group)
     return rows
 

@@ -17,18 +17,12 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def rows():
-    """shard_map and pmap on 2 forced host devices, global batch 4 (two child processes)."""
+def test_two_host_devices_are_measured_in_child_processes():
+    # shard_map and pmap on 2 forced host devices, global batch 4: two child processes.
     lines = []
     result = device_scaling.benchmark_devices(
         [2], [4], device_scaling.METHODS, log=lines.append, timeout_s=300, **TINY
     )
-    return result, lines
-
-
-def test_two_host_devices_are_measured_in_a_child_process(rows):
-    result, lines = rows
     assert [(r["method"], r["num_devices"]) for r in result] == [("shard_map", 2), ("pmap", 2)]
     for row in result:
         assert "error" not in row, row.get("error")
@@ -43,10 +37,7 @@ def test_two_host_devices_are_measured_in_a_child_process(rows):
     shard_map_row, pmap_row = result
     assert shard_map_row["loss"] == pytest.approx(pmap_row["loss"], rel=1e-6)
     assert len(lines) == 2 and "images/s" in lines[0]
-
-
-def test_rows_render_as_a_markdown_table(rows):
-    result, _ = rows
+    # The rows render in experiments/benchmark.py's Markdown table.
     table = benchmarking.markdown_table(result, device_scaling.COLUMNS)
     lines = table.splitlines()
     assert len(lines) == 2 + len(result)

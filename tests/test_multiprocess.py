@@ -7,19 +7,21 @@ the same train step on the same global batches (process 0's local batch followed
 1's), from the same initial state, so 1-process and 2-process results agree up to float
 reassociation.
 
-Runs (all subprocesses have bounded timeouts, are killed on timeout, and their logs are
-printed on failure):
+Two tests (the runs are the expensive part; module fixtures would be recomputed by every
+pytest-xdist worker). All subprocesses have bounded timeouts, are killed on timeout, and their
+logs are printed on failure:
   1. `python -m experiments.train` on both processes: 4 steps, checkpoints at 2 and 4,
      final evaluation of the whole test split, samples from process 0 only.
   2. This file as a worker on both processes (`train_and_evaluate(..., return_state=True)`):
      resumes from the step-4 checkpoint both wrote, trains on until one process gets SIGTERM,
      then both save at the same step and exit; each dumps its own copy of the parameters.
-  3. Bad setups: an unreachable coordinator, a coordinator whose peer never comes, and a
-     workdir that the processes do not share.
+  3. (second test) Bad setups, started at once: an unreachable coordinator, a coordinator
+     whose peer never comes, and a workdir that the processes do not share.
 """
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import signal
@@ -257,8 +259,7 @@ def setup(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def two_process_runs(setup):
+def _two_process_runs(setup) -> dict:
     """Run 1 (CLI, 4 steps) then run 2 (workers, resume until SIGTERM); returns what they left."""
     root, env = setup["root"], setup["env"]
     workdir, out = root / "run", root / "out"
@@ -273,7 +274,10 @@ def two_process_runs(setup):
         env,
         root / "logs_run1",
     )
-    codes = run1.finish(RUN_TIMEOUT_S)
+    try:
+        codes = run1.finish(RUN_TIMEOUT_S)
+    finally:
+        run1.kill()
     assert codes == [0, 0], run1.report()
     run1_seconds = time.monotonic() - start
     run1_outputs = [run1.output(i) for i in range(NUM_PROCESSES)]
@@ -329,8 +333,8 @@ def two_process_runs(setup):
     }
 
 
-@pytest.fixture(scope="module")
-def reference(setup, two_process_runs):
+def _reference_for(setup, two_process_runs) -> dict:
+    """The 1-device losses and parameters up to the step run 2 stopped at, and eval at 4."""
     stop_step = two_process_runs["run2_results"][0]["step"]
     config = _config(_overrides(setup["data_dir"]))
     losses, params, mesh, model = _reference(config, setup["spec"], stop_step, {4, stop_step})
@@ -340,14 +344,16 @@ def reference(setup, two_process_runs):
         parallel.replicate(params[4], mesh),
         eval_batches,
         mesh,
-        28 * 28,
+        math.prod(setup["spec"].image_shape),
     )
     return {"losses": losses, "params": params, "eval": eval_metrics}
 
 
-def test_two_processes_train_like_one_process_with_the_same_global_batch(
-    setup, two_process_runs, reference
-):
+def test_two_processes_train_like_one_process_then_resume_and_stop_together(setup):
+    two_process_runs = _two_process_runs(setup)
+    reference = _reference_for(setup, two_process_runs)
+
+    # --- Run 1 equals one process fed the same global batches.
     losses = two_process_runs["run1_losses"]
     assert sorted(losses) == [1, 2, 3, 4]
     for step, loss in losses.items():
@@ -361,9 +367,7 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(
     assert final_eval["eval/num_images"] == setup["spec"].num_test
     assert final_eval["eval/nll"] == pytest.approx(reference["eval"]["eval/nll"], rel=1e-5)
 
-
-def test_only_process_zero_writes_metrics_and_images(two_process_runs):
-    # (_train_losses already failed on duplicated metric rows.)
+    # --- Only process 0 writes metrics and images (_train_losses fails on duplicated rows).
     assert two_process_runs["images"] == ["completions_00000004.png", "samples_00000004.png"]
     first, second = two_process_runs["run1_outputs"]
     assert "Wrote " in first and "samples_00000004.png" in first
@@ -371,8 +375,7 @@ def test_only_process_zero_writes_metrics_and_images(two_process_runs):
     devices = two_process_runs["run_info"]["devices"]
     assert devices["process_count"] == NUM_PROCESSES and devices["device_count"] == 2
 
-
-def test_checkpoints_hold_every_process_data_position(two_process_runs):
+    # --- The checkpoint holds every process's data position, tagged with its index.
     assert two_process_runs["checkpoint_steps_after_run1"] == ["2", "4"]
     meta = two_process_runs["data_meta"]
     assert meta["process_count"] == NUM_PROCESSES
@@ -381,10 +384,7 @@ def test_checkpoints_hold_every_process_data_position(two_process_runs):
         assert entry["state"]["next_batch"] == 4
         assert entry["state"]["process_count"] == NUM_PROCESSES
 
-
-def test_both_resume_then_stop_together_on_one_sigterm_with_identical_parameters(
-    two_process_runs, reference
-):
+    # --- Run 2: both resumed from the step-4 checkpoint, stopped together on one SIGTERM.
     results = two_process_runs["run2_results"]
     stop_step = results[0]["step"]
     assert results == [{"step": stop_step, "preempted": True}] * NUM_PROCESSES
@@ -410,8 +410,7 @@ def test_both_resume_then_stop_together_on_one_sigterm_with_identical_parameters
     assert _max_rel_diff(first, expected) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def bad_setups(setup):
+def _bad_setups(setup) -> dict:
     """Starts the three bad setups at once; returns {name: (return codes, outputs, seconds)}."""
     root, env = setup["root"] / "bad", setup["env"]
     overrides = _overrides(setup["data_dir"], num_steps=2)
@@ -454,15 +453,17 @@ def bad_setups(setup):
     }
 
 
-def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(bad_setups):
+def test_bad_multi_process_setups_fail_early_and_clearly(setup):
+    bad_setups = _bad_setups(setup)
+
+    # --- Process 1 cannot reach the coordinator: a Python error naming it, within the timeout.
     (code,), (output,), seconds = bad_setups["unreachable"]
     assert code == 1, output
     assert "DistributedSetupError: Process 1 could not reach the JAX coordinator at " in output
     assert "within 3 s" in output and "Check that process 0 is running" in output
     assert seconds < 60  # interpreter start + 3 s of probing, on a loaded machine
 
-
-def test_coordinator_whose_peer_never_joins_stops_after_the_timeout(bad_setups):
+    # --- Process 0's peer never joins: JAX ends the process after the timeout.
     (code,), (output,), seconds = bad_setups["no_peer"]
     assert code != 0, output
     # JAX ends the process itself (a C++ check failure, no Python exception); the line the
@@ -472,8 +473,7 @@ def test_coordinator_whose_peer_never_joins_stops_after_the_timeout(bad_setups):
     assert "DEADLINE_EXCEEDED" in output and "RegisterTask" in output
     assert seconds < 60
 
-
-def test_workdir_not_shared_by_the_processes_is_a_clear_error(bad_setups):
+    # --- Two processes with a workdir each (as on two hosts' local disks).
     codes, outputs, _ = bad_setups["unshared"]
     for code, output in zip(codes, outputs, strict=True):
         assert code == 1, output
