@@ -4,7 +4,7 @@ Suites (`--suite`):
   scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting, PixelCNN as
             the baseline: compile time, forward and train-step time, memory, images/s,
             model FLOP/s and its fraction of a matmul peak measured in the same run.
-  sampling  `pixel_rnn_jax.sampling_benchmark.benchmark_sampling` (when that module exists).
+  sampling  naive vs cached sampling: `pixel_rnn_jax.sampling_benchmark.benchmark_sampling`.
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
             devices on CPU, one child process each): `pixel_rnn_jax.device_scaling`.
 
@@ -126,7 +126,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
 
 
 def run_sampling(quick: bool, log) -> tuple[dict, list[dict]]:
-    """The sampling suite, from the sampling engineer's module (a hook until it exists)."""
+    """The sampling suite: `pixel_rnn_jax.sampling_benchmark` (a clear error if it is absent)."""
     if importlib.util.find_spec(SAMPLING_MODULE) is None:
         raise app.UsageError(
             f"--suite=sampling needs {SAMPLING_MODULE}.benchmark_sampling(...) -> list[dict], "
@@ -155,9 +155,11 @@ def main(argv):
         raise app.UsageError("--output DIR is required.")
     os.makedirs(FLAGS.output, exist_ok=True)
     start = time.perf_counter()
+    # The machine may be shared: the load before and after the run says how much.
+    load_at_start = benchmarking.machine_info()["load_average"]
     header, rows = SUITES[FLAGS.suite](FLAGS.quick, logging.info)
     header = {
-        "machine": benchmarking.machine_info(),
+        "machine": {**benchmarking.machine_info(), "load_average_at_start": load_at_start},
         "command": "python -m experiments.benchmark " + shlex.join(present_flags()),
         "suite": FLAGS.suite,
         "quick": FLAGS.quick,
@@ -185,6 +187,9 @@ def present_flags() -> list[str]:
     for name in names:
         if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:
             value = FLAGS[name].value
+            if isinstance(value, bool):
+                given.append(f"--{name}" if value else f"--no{name}")
+                continue
             value = ",".join(map(str, value)) if isinstance(value, list) else value
             given.append(f"--{name}={value}")
     return given

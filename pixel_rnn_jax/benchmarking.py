@@ -476,7 +476,8 @@ def benchmark_scan(
     rows = []
     for image_size in image_sizes:
         size = SIZES[image_size]
-        for name in model_names:
+        # The PixelCNN baseline first, so that a time budget never skips it.
+        for name in sorted(model_names, key=lambda name: name != "pixelcnn"):
             settings = list(unrolls) if name in RECURRENT_MODELS else [1]
             for unroll in settings:
                 key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}

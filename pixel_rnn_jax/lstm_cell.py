@@ -6,9 +6,10 @@ Gate pre-activations are laid out gate-major: `[..., 4 * hidden]` = o, f, i, g b
 of `lax.scan` saves about fifteen per-step intermediates (every elementwise result of the
 cell) and accumulates the state-to-state kernel gradient inside the reverse loop; the
 custom VJP saves h, c and the four gate activations, and computes the kernel gradient as
-one matmul after the sweep. Measured on the binarized-MNIST Row LSTM (7 layers, h=16,
-batch 16, unroll 1, CPU): temp memory 141 -> 114 MiB, compile 4.3 -> 3.9 s, train step
-242 -> 235 ms (see WORKSPACE_NOTES.md, benchmark section).
+one matmul after the sweep. Measured on CPU at the binarized-MNIST sizes (7 layers, h=16,
+batch 16, unroll 1, same process): train-step temp memory 153 -> 126 MiB (Row LSTM) and
+416 -> 298 MiB (Diagonal BiLSTM); step time unchanged within noise (233 vs 233 ms and
+682 vs 685 ms). See WORKSPACE_NOTES.md, benchmark section.
 """
 
 from __future__ import annotations

@@ -34,19 +34,20 @@ def dependency_matrix(config, height: int, width: int, num_probes: int = 3, seed
     rng = jax.random.PRNGKey(seed)
     images = jnp.zeros((1, height, width, channels), jnp.int32)
     found = np.zeros((height * width * channels,) * 2, dtype=bool)
+
+    def outputs(x, variables, projection):
+        logits = model.apply(variables, x[None], method="logits_from_inputs")[0]
+        if levels != 2:  # random projection of the level logits: one scalar per sub-pixel
+            logits = logits @ projection
+        return logits.reshape(-1)
+
+    jacobian_fn = jax.jit(jax.jacrev(outputs))  # one compile serves every probe
     for probe in range(num_probes):
         key_params, key_x, key_proj = jax.random.split(jax.random.fold_in(rng, probe), 3)
         variables = model.init(key_params, images)
         projection = jax.random.normal(key_proj, (levels,))
-
-        def outputs(x, variables=variables, projection=projection):
-            logits = model.apply(variables, x[None], method="logits_from_inputs")[0]
-            if levels != 2:  # random projection of the level logits: one scalar per sub-pixel
-                logits = logits @ projection
-            return logits.reshape(-1)
-
         x = jax.random.uniform(key_x, (height, width, channels), minval=-1.0, maxval=1.0)
-        jacobian = jax.jacrev(outputs)(x).reshape(found.shape)
+        jacobian = jacobian_fn(x, variables, projection).reshape(found.shape)
         found |= np.asarray(jnp.abs(jacobian) > 0)
     return found
 
