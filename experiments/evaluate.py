@@ -6,10 +6,8 @@ safe next to a running training job.
 """
 
 import json
-import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import configs
 
@@ -26,8 +24,7 @@ def main(argv):
     from pixel_rnn_jax import metric_logging, train
 
     metric_logging.quiet_library_info_logs()
-    name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
-    workdir = _WORKDIR.value or os.path.join("workdirs", name)
+    name, workdir = configs.flag_run_dirs(_WORKDIR.value)
     result = train.evaluate_checkpoint(_CONFIG.value, workdir, _WHICH.value)
     print(
         f"{name} {_WHICH.value} checkpoint (step {result['step']}) in {workdir}: test NLL "

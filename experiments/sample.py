@@ -11,7 +11,6 @@ reruns the network per sub-pixel) at `--config.train.sample_temperature=1.0`.
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import configs
 
@@ -32,8 +31,7 @@ def main(argv):
     from pixel_rnn_jax import metric_logging, train
 
     metric_logging.quiet_library_info_logs()
-    name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
-    workdir = _WORKDIR.value or os.path.join("workdirs", name)
+    name, workdir = configs.flag_run_dirs(_WORKDIR.value)
     paths = train.sample_checkpoint(
         _CONFIG.value,
         workdir,

@@ -16,7 +16,6 @@ mesh.
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import configs
 
@@ -74,8 +73,7 @@ def main(argv):
         process_id=_PROCESS_ID.value,
         initialization_timeout=_DISTRIBUTED_TIMEOUT.value,
     )
-    name = configs.config_name(config_flags.get_config_filename(flags.FLAGS["config"]))
-    workdir = _WORKDIR.value or os.path.join("workdirs", name)
+    name, workdir = configs.flag_run_dirs(_WORKDIR.value)
     print(f"Config {name}; workdir {os.path.abspath(workdir)}", flush=True)
     result = train.train_and_evaluate(_CONFIG.value, workdir)
     if result.get("preempted"):

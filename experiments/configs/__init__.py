@@ -159,3 +159,20 @@ def define_config_flag(
     flag = flag_values[name]
     flag.parser = _NameOrPathConfigParser(flag.parser, name)
     return holder
+
+
+def flag_run_dirs(
+    workdir: str | None, name: str = "config", flag_values: flags.FlagValues = flags.FLAGS
+) -> tuple[str, str]:
+    """The config name given to `--{name}` and the run's workdir.
+
+    Args:
+      workdir: the `--workdir` value; None means `./workdirs/<config name>`.
+      name: the config flag's name.
+      flag_values: the parsed absl FlagValues.
+
+    Returns:
+      (config name, workdir).
+    """
+    config = config_name(config_flags.get_config_filename(flag_values[name]))
+    return config, workdir or str(pathlib.Path("workdirs") / config)
