@@ -26,6 +26,7 @@ checkpoint directory must be one shared location (the same path on every host).
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -119,8 +120,11 @@ class CheckpointManager:
             raise ValueError(
                 f"train.keep_checkpoints must be >= 1 (got {keep_last}): resuming needs the latest."
             )
-        self.directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
-        self.quarantine_directory = epath.Path(workdir) / QUARANTINE_SUBDIR
+        root = epath.Path(workdir)
+        if not root.is_absolute():  # Orbax restores only from absolute paths
+            root = epath.Path(os.path.abspath(workdir))
+        self.directory = root / CHECKPOINT_SUBDIR
+        self.quarantine_directory = root / QUARANTINE_SUBDIR
         if not read_only:
             self._report_unfinished_saves()
         preservation = ocp.checkpoint_managers.AnyPreservationPolicy(

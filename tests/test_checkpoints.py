@@ -40,6 +40,17 @@ def test_round_trip_with_data_state(tmp_path):
     assert restored.skipped_steps == ()
 
 
+def test_relative_workdir_round_trips(tmp_path, monkeypatch):
+    # The runner's default workdir is relative (./workdirs/<config>); Orbax restores only
+    # from absolute paths.
+    monkeypatch.chdir(tmp_path)
+    manager = _save_steps("workdirs/run", [5])
+    restored = manager.restore_latest(_abstract())
+    manager.close()
+    assert restored.step == 5
+    np.testing.assert_array_equal(restored.state["w"], np.full((3, 4), 5.0))
+
+
 def test_no_checkpoint_returns_none(tmp_path):
     manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=2)
     assert manager.restore_latest(_abstract()) is None
