@@ -14,6 +14,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from pixel_rnn_jax import layers, recurrence
@@ -90,7 +91,7 @@ def diagonal_lstm_cell(
     Returns:
       (hidden, cell) at (i, j), each [..., hidden].
     """
-    gates = input_gates + jnp.concatenate([above, left], axis=-1) @ state_kernel
+    gates = input_gates + layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
     return lstm_cell(gates, left_cell)
 
 
@@ -109,7 +110,7 @@ def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.A
     # "above" input is the previous column shifted down, with zeros entering at the top.
     above = jnp.pad(hidden, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     # In the skewed frame the previous column's row r is the pixel to the left.
-    return jnp.concatenate([above, hidden], axis=-1) @ state_kernel
+    return layers.matmul_2d(jnp.concatenate([above, hidden], axis=-1), state_kernel)
 
 
 def diagonal_lstm_step(
@@ -156,13 +157,23 @@ def diagonal_lstm(
     return from_columns(hidden, input_gates.shape[2])  # [batch, height, width, hidden]
 
 
+def valid_columns(height: int, width: int) -> np.ndarray:
+    """Where `to_columns` puts image pixels: [width + height - 1, 1, height, 1] booleans.
+
+    Column t, row r holds pixel (r, t - r), which exists when 0 <= t - r < width.
+    """
+    t = np.arange(width + height - 1)[:, None]
+    r = np.arange(height)[None, :]
+    return ((t - r >= 0) & (t - r < width))[:, None, :, None]
+
+
 def diagonal_bilstm(
     left_gates: jax.Array,
     right_gates: jax.Array,
     state_kernels: jax.Array,
     unroll: recurrence.Unroll = 1,
 ) -> jax.Array:
-    """Both directions of the Diagonal BiLSTM, run as one batched recurrence.
+    """Both directions of the Diagonal BiLSTM from input-to-state maps in image order.
 
     Args:
       left_gates: [batch, height, width, 4h] input-to-state of the left-to-right direction.
@@ -174,18 +185,28 @@ def diagonal_bilstm(
       [batch, height, width, h]: the left-to-right output plus the right-to-left output
       shifted down one row.
     """
-    gates = jnp.stack([left_gates, right_gates[:, :, ::-1]])  # [2, batch, height, width, 4h]
-    return bilstm_over_columns(to_columns(gates), state_kernels, left_gates.shape[2], unroll)
+    return bilstm_over_columns(
+        to_columns(left_gates),
+        to_columns(right_gates[:, :, ::-1]),
+        state_kernels,
+        left_gates.shape[2],
+        unroll,
+    )
 
 
 def bilstm_over_columns(
-    columns: jax.Array, state_kernels: jax.Array, width: int, unroll: recurrence.Unroll = 1
+    left_columns: jax.Array,
+    right_columns: jax.Array,
+    state_kernels: jax.Array,
+    width: int,
+    unroll: recurrence.Unroll = 1,
 ) -> jax.Array:
     """`diagonal_bilstm` from both directions' gates already in column form.
 
     Args:
-      columns: [width + height - 1, 2, batch, height, 4h], `to_columns` of the stacked
-        left-to-right and mirrored right-to-left input-to-state maps (zero off the image).
+      left_columns: [width + height - 1, batch, height, 4h], `to_columns` of the
+        left-to-right input-to-state map, zero off the image.
+      right_columns: the same for the right-to-left direction, of the mirrored map.
       state_kernels: [2, 2h, 4h].
       width: image width.
       unroll: see `recurrence.parse_unroll`.
@@ -193,14 +214,14 @@ def bilstm_over_columns(
     Returns:
       [batch, height, width, h], as `diagonal_bilstm`.
     """
-    # vmap over the direction axis turns the two sweeps into one scan of batched steps.
-    run = jax.vmap(
-        lambda kernel, gates: lstm_recurrence(diagonal_state_to_gates, kernel, gates, unroll),
-        in_axes=(0, 1),
-        out_axes=1,
+    # Two independent recurrences rather than one batched over the direction: XLA:CPU runs
+    # independent loops on separate threads (measured 406 -> 364 ms per MNIST-size train
+    # step, see WORKSPACE_NOTES.md), and nothing has to stack the directions' inputs.
+    left, right = (
+        from_columns(lstm_recurrence(diagonal_state_to_gates, kernel, columns, unroll), width)
+        for kernel, columns in ((state_kernels[0], left_columns), (state_kernels[1], right_columns))
     )
-    hidden = from_columns(run(state_kernels, columns), width)  # [2, batch, height, width, h]
-    return hidden[0] + shift_down(hidden[1][:, :, ::-1])
+    return left + shift_down(right[:, :, ::-1])
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -227,6 +248,12 @@ class DiagonalBiLSTMLayer(nn.Module):
         """Args: x [batch, height, width, features]; context: the image in [-1, 1];
         conditioning: optional [batch, height, width, c] map known in full (multi-scale),
         added to the gates of both directions."""
+        _, height, width, _ = x.shape
+        # The input-to-state 1x1 convolutions run on the skewed input (2h features, time
+        # first) rather than skewing their 4h outputs: half the data to skew and unskew,
+        # and the gates come out already in the layout the recurrence scans over.
+        left_columns = to_columns(x)  # [width + height - 1, batch, height, features]
+        right_columns = to_columns(x[:, :, ::-1])  # the mirrored image, for right-to-left
         input_to_state = functools.partial(
             layers.MaskedConv2D,
             NUM_GATES * self.hidden_dim,
@@ -235,31 +262,35 @@ class DiagonalBiLSTMLayer(nn.Module):
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
         )
-        left_gates = input_to_state(name="left_to_right_input")(x)
-        right_gates = input_to_state(name="right_to_left_input")(x)
+        left_gates = input_to_state(name="left_to_right_input")(left_columns)
+        right_gates = input_to_state(name="right_to_left_input")(right_columns)
         if self.full_context:
             if context is None:
                 raise ValueError("full_context=True needs the image as `context`.")
             right_gates = right_gates + nn.Dense(
                 NUM_GATES * self.hidden_dim, use_bias=False, name="right_to_left_context"
-            )(context)
+            )(to_columns(context[:, :, ::-1]))
         if conditioning is not None:
             # Unmasked 1x1s: the map holds no pixel of x.
             conditioning_1x1 = functools.partial(
                 nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False
             )
             left_gates = left_gates + conditioning_1x1(name="left_to_right_conditioning")(
-                conditioning
+                to_columns(conditioning)
             )
             right_gates = right_gates + conditioning_1x1(name="right_to_left_conditioning")(
-                conditioning
+                to_columns(conditioning[:, :, ::-1])
             )
+        # Off the image the skewed input is zero but the bias is not; states there must stay
+        # zero (the first column reads its left neighbour from them).
+        valid = valid_columns(height, width)
+        left_gates, right_gates = (jnp.where(valid, g, 0.0) for g in (left_gates, right_gates))
         state_kernels = self.param(
             "state_to_state",
             nn.initializers.lecun_normal(batch_axis=(0,)),  # one kernel per direction
             (2, 2 * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden = diagonal_bilstm(left_gates, right_gates, state_kernels, self.unroll)
+        hidden = bilstm_over_columns(left_gates, right_gates, state_kernels, width, self.unroll)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden

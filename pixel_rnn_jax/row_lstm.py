@@ -43,7 +43,7 @@ def row_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
       [batch, width, 4 * hidden] state-to-state gate pre-activations.
     """
     kernel_width = state_kernel.shape[0] // hidden.shape[-1]
-    return row_neighbourhood(hidden, kernel_width) @ state_kernel
+    return layers.matmul_2d(row_neighbourhood(hidden, kernel_width), state_kernel)
 
 
 def row_lstm_step(
