@@ -6,11 +6,14 @@ Suites (`--suite`):
             model FLOP/s and its fraction of a matmul peak measured in the same run.
   sampling  naive vs cached sampling: `pixel_rnn_jax.sampling_benchmark.benchmark_sampling`.
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
-            devices on CPU, one child process each): `pixel_rnn_jax.device_scaling`.
+            devices on CPU, one child process each): `pixel_rnn_jax.device_scaling`;
+            `--models` (default here: row_lstm), `--device_counts`, `--repeats`.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
   python -m experiments.benchmark --output /tmp/b --models=row_lstm --sizes=28 --unroll=1,4,python
+  python -m experiments.benchmark --output /tmp/b --suite=devices --quick --device_counts=1,2 \
+      --models=row_lstm,diagonal_bilstm --repeats=10
 
 Writes DIR/<name>.json and DIR/<name>.md, where <name> is `--name` (default
 `<platform>_<suite>[_quick]`). The default (non-quick) scan run times every unroll setting
@@ -52,6 +55,7 @@ flags.DEFINE_float(
     "time_budget_s", 900.0, "Rows starting after this many seconds are recorded as skipped."
 )
 flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measures the peak.")
+flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "--suite=devices: device counts.")
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 SAMPLING_MODULE = "pixel_rnn_jax.sampling_benchmark"
@@ -142,7 +146,14 @@ def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
     """The devices suite: `pixel_rnn_jax.device_scaling` (one child process per row)."""
     from pixel_rnn_jax import device_scaling  # noqa: PLC0415
 
-    return device_scaling.run_suite(quick=quick, log=log)
+    return device_scaling.run_suite(
+        quick=quick,
+        log=log,
+        # --models defaults to all three for the scan suite; here the default is the Row LSTM.
+        models=FLAGS.models if FLAGS["models"].present else ("row_lstm",),
+        device_counts=[int(n) for n in FLAGS.device_counts],
+        repeats=FLAGS.repeats,
+    )
 
 
 SUITES = {"scan": run_scan, "sampling": run_sampling, "devices": run_devices}
@@ -182,7 +193,7 @@ def present_flags() -> list[str]:
     """The flags set away from their defaults, as `--name=value` strings."""
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
     names += ("batch_size",)
-    names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size")
+    names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
     given = []
     for name in names:
         if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:

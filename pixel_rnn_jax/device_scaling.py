@@ -172,11 +172,12 @@ def benchmark_devices(
             for method in methods:
                 case = Case(num_devices, batch_size, method, host_devices, **case_fields)
                 row = measure(case, timeout_s=timeout_s)
+                where = f"{case.model_name}, {num_devices} device(s), batch {batch_size}, {method}"
                 if "error" in row:
-                    log(f"{num_devices} device(s), batch {batch_size}, {method}: {row['error']}")
+                    log(f"{where}: {row['error']}")
                 else:
                     log(
-                        f"{num_devices} device(s), batch {batch_size}, {method}: "
+                        f"{where}: "
                         f"{row['images_per_s']:.1f} images/s (median step "
                         f"{1e3 * row['step_s']['median']:.1f} ms)"
                     )
@@ -190,28 +191,52 @@ def benchmark_devices(
     return rows
 
 
-def run_suite(quick: bool = False, log: Callable[[str], Any] = print) -> tuple[dict, list[dict]]:
+def run_suite(
+    quick: bool = False,
+    log: Callable[[str], Any] = print,
+    *,
+    models: Sequence[str] = ("row_lstm",),
+    device_counts: Sequence[int] | None = None,
+    repeats: int | None = None,
+) -> tuple[dict, list[dict]]:
     """The `--suite=devices` benchmark: (header fields, rows) for `experiments/benchmark.py`.
 
     On a CPU-only machine: 1, 2, 4, 8 forced host-platform devices; elsewhere the real
     devices (counts up to what is visible). Global batches 16 and 64 (also 256 on
     accelerators), shard_map always and pmap at the first batch size; `quick`: batch 16,
-    shard_map only, 3 timed steps.
+    shard_map only, 3 timed steps. `models` (MNIST size, 7 layers, h=16 each),
+    `device_counts` and `repeats` narrow or change that.
     """
     backend, visible = probe_platform()
     host = backend == "cpu"
-    counts = DEFAULT_DEVICE_COUNTS if host else [n for n in DEFAULT_DEVICE_COUNTS if n <= visible]
+    counts = DEFAULT_DEVICE_COUNTS if device_counts is None else tuple(device_counts)
+    if not host:
+        counts = [n for n in counts if n <= visible]
     batch_sizes = DEFAULT_BATCH_SIZES if host else (*DEFAULT_BATCH_SIZES, 256)
-    repeats = 3 if quick else 10
+    repeats = repeats or (3 if quick else 10)
     log(f"devices suite on {backend} ({visible} visible): device counts {list(counts)}")
-    if quick:
-        rows = benchmark_devices(counts, batch_sizes[:1], host_devices=host, log=log, repeats=3)
-    else:
-        rows = []
+    rows = []
+    for model_name in models:
+        if quick:
+            rows += benchmark_devices(
+                counts,
+                batch_sizes[:1],
+                host_devices=host,
+                log=log,
+                repeats=repeats,
+                model_name=model_name,
+            )
+            continue
         for index, batch_size in enumerate(batch_sizes):
             methods = METHODS if index == 0 else ("shard_map",)
             rows += benchmark_devices(
-                counts, [batch_size], methods, host_devices=host, log=log, repeats=repeats
+                counts,
+                [batch_size],
+                methods,
+                host_devices=host,
+                log=log,
+                repeats=repeats,
+                model_name=model_name,
             )
     meaning = (
         "the N devices are forced host-platform CPU devices sharing this machine's cores "
@@ -222,14 +247,14 @@ def run_suite(quick: bool = False, log: Callable[[str], Any] = print) -> tuple[d
         else f"the first N of {visible} real {backend} device(s)"
     )
     header = {
-        "title": "Data-parallel train step: images/s by device count (MNIST Row LSTM)",
+        "title": "Data-parallel train step: images/s by device count (MNIST-size models)",
         "timing": (
             f"median of {repeats} timed train steps after 2 untimed (the first compiles), "
             "each ended by block_until_ready; batch already on the devices; one child "
             "process per row (XLA fixes the host device count at start-up)"
         ),
         "notes": (
-            f"model: {Case(1, 16).model_name}, 7 layers, h=16, 28x28x1 binary; train step = "
+            f"models: {', '.join(models)}; 7 layers, h=16, 28x28x1 binary; train step = "
             "the runner's jit(shard_map) step with pmean of gradients, RMSProp, clipping "
             f"(pmap rows: the same per-device step under jax.pmap); {meaning}"
         ),
@@ -245,6 +270,7 @@ def _fmt_ms(row: dict[str, Any]) -> str:
 
 # (column title, cell) pairs in the form `benchmarking.markdown_table` takes.
 COLUMNS = (
+    ("model", lambda r: r["model_name"]),
     ("devices", lambda r: str(r["num_devices"])),
     ("global batch", lambda r: str(r["batch_size"])),
     ("per-device batch", lambda r: str(r["batch_size"] // r["num_devices"])),

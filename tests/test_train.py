@@ -192,3 +192,28 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cac
     step = int(stopped[0].split()[3])
     assert 0 < step < 1_000_000
     assert os.listdir(workdir / "checkpoints") == [str(step)]
+
+
+def test_cpu_devices_flag_trains_data_parallel_over_that_many_devices(tmp_path, _compilation_cache):
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=row_lstm_mnist_smoke",
+        f"--workdir={workdir}",
+        "--cpu_devices=2",
+        "--config.train.num_steps=2",
+        "--config.train.log_every=1",
+        "--config.train.eval_every=0",
+        "--config.train.num_samples=0",
+    ]
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": _compilation_cache}
+    env.pop("XLA_FLAGS", None)  # the flag alone must give the devices
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    devices = json.loads((workdir / "config.json").read_text())["devices"]
+    assert devices["device_count"] == 2
+    assert devices["mesh_shape"] == {"data": 2}
+    rows = metric_logging.read_metrics(str(workdir))
+    assert [r["step"] for r in rows if "train/loss" in r][-1] == 2
