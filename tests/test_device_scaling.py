@@ -41,7 +41,7 @@ def test_two_host_devices_are_measured_in_child_processes():
     table = benchmarking.markdown_table(result, device_scaling.COLUMNS)
     lines = table.splitlines()
     assert len(lines) == 2 + len(result)
-    assert lines[2].startswith("| 2 | 4 | 2 | shard_map |")
+    assert lines[2].startswith("| row_lstm | 2 | 4 | 2 | shard_map |")
 
 
 def test_child_environment_sets_the_device_count_before_jax_starts():
