@@ -10,6 +10,7 @@ shifted down one row before it is added, so it only ever carries completed rows.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import chex
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 from flax import linen as nn
 
 from pixel_rnn_jax import layers, recurrence
-from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell, lstm_recurrence
+from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell, lstm_sweep
 
 
 def skew(x: jax.Array) -> jax.Array:
@@ -153,7 +154,7 @@ def diagonal_lstm(
     """
     columns = to_columns(input_gates)  # [width + height - 1, batch, height, 4h]
     # `diagonal_lstm_step` over the columns, with a hand-written backward sweep (lstm_cell).
-    hidden = lstm_recurrence(diagonal_state_to_gates, state_kernel, columns, unroll)
+    hidden = sweep_columns(columns, state_kernel, input_gates.shape[2], unroll)
     return from_columns(hidden, input_gates.shape[2])  # [batch, height, width, hidden]
 
 
@@ -165,6 +166,101 @@ def valid_columns(height: int, width: int) -> np.ndarray:
     t = np.arange(width + height - 1)[:, None]
     r = np.arange(height)[None, :]
     return ((t - r >= 0) & (t - r < width))[:, None, :, None]
+
+
+# `sweep_columns`' default phases: at most MAX_PHASES, each at least MIN_PHASE_STEPS columns
+# long (every phase is one more loop to compile). MNIST-size train step, one process,
+# interleaved: 1 / 2 / 4 / 6 / 8 phases 317 / 309 / 270 / 249 / 249 ms, compile 2.5 / 3.4 /
+# 6.7 / 9.3 / 11.7 s.
+MAX_PHASES = 6
+MIN_PHASE_STEPS = 8
+
+
+def default_num_phases(height: int, width: int) -> int:
+    """The number of phases `sweep_columns` uses by default for a height x width image."""
+    return max(1, min(MAX_PHASES, (width + height - 1) // MIN_PHASE_STEPS))
+
+
+def column_phases(height: int, width: int, num_phases: int) -> list[Phase]:
+    """Splits the skewed columns into runs of steps that each need only a band of rows.
+
+    Column t holds image pixels in rows max(0, t - width + 1) .. min(t, height - 1) only;
+    the other rows of the column are padding, so a sweep over all rows at every step does
+    up to twice the work it needs (at 28x28, 1540 row-steps for 784 pixels). A phase covers
+    consecutive columns and the rows any of them holds, plus the row above the first such
+    row: at the phase's first step that row's carried-in state is the "above" input of the
+    row below it (rows further up, and their states, are never read again).
+
+    Returns:
+      `num_phases` (or fewer) `Phase`s in order, covering columns 0 .. width + height - 2.
+    """
+    num_columns = width + height - 1
+    num_phases = max(1, min(num_phases, num_columns))
+    bounds = np.linspace(0, num_columns, num_phases + 1).round().astype(int)
+    phases = []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        first_row = max(0, int(start) - width + 1)
+        last_row = min(int(stop) - 1, height - 1)
+        phases.append(Phase(int(start), int(stop), max(0, first_row - 1), last_row + 1))
+    return phases
+
+
+class Phase(NamedTuple):
+    """Steps [start, stop) of a column sweep, computing rows [row_start, row_stop) only."""
+
+    start: int
+    stop: int
+    row_start: int
+    row_stop: int
+
+
+def sweep_columns(
+    columns: jax.Array,
+    state_kernel: jax.Array,
+    width: int,
+    unroll: recurrence.Unroll = 1,
+    num_phases: int | None = None,
+) -> jax.Array:
+    """One Diagonal LSTM over skewed columns, computing only the rows that hold pixels.
+
+    Args:
+      columns: [width + height - 1, batch, height, 4h] input-to-state pre-activations in
+        `to_columns` layout; values off the image are ignored (treated as zero).
+      state_kernel: [2h, 4h] (see `diagonal_state_to_gates`).
+      width: image width.
+      unroll: see `recurrence.parse_unroll`.
+      num_phases: see `column_phases` (default: `default_num_phases`); the result does not
+        depend on it.
+
+    Returns:
+      hidden states [width + height - 1, batch, height, h]; off the image they are
+      unspecified (`from_columns` drops them).
+    """
+    num_columns, batch, height, four_h = columns.shape
+    chex.assert_equal(num_columns, width + height - 1)
+    hidden_dim = four_h // NUM_GATES
+    valid = valid_columns(height, width)
+    hidden = cell = jnp.zeros((batch, height, hidden_dim), columns.dtype)
+    outputs = []
+    if num_phases is None:
+        num_phases = default_num_phases(height, width)
+    for phase in column_phases(height, width, num_phases):
+        rows = slice(phase.row_start, phase.row_stop)
+        steps = slice(phase.start, phase.stop)
+        band, band_hidden, band_cell = lstm_sweep(
+            diagonal_state_to_gates,
+            state_kernel,
+            columns[steps, :, rows],
+            hidden[:, rows],
+            cell[:, rows],
+            unroll,
+            jnp.asarray(valid[steps, :, rows]),
+        )
+        pad = ((0, 0), (0, 0), (phase.row_start, height - phase.row_stop), (0, 0))
+        outputs.append(jnp.pad(band, pad))
+        hidden = hidden.at[:, rows].set(band_hidden)
+        cell = cell.at[:, rows].set(band_cell)
+    return jnp.concatenate(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def diagonal_bilstm(
@@ -205,7 +301,7 @@ def bilstm_over_columns(
 
     Args:
       left_columns: [width + height - 1, batch, height, 4h], `to_columns` of the
-        left-to-right input-to-state map, zero off the image.
+        left-to-right input-to-state map (values off the image are ignored).
       right_columns: the same for the right-to-left direction, of the mirrored map.
       state_kernels: [2, 2h, 4h].
       width: image width.
@@ -218,7 +314,7 @@ def bilstm_over_columns(
     # independent loops on separate threads (measured 406 -> 364 ms per MNIST-size train
     # step, see WORKSPACE_NOTES.md), and nothing has to stack the directions' inputs.
     left, right = (
-        from_columns(lstm_recurrence(diagonal_state_to_gates, kernel, columns, unroll), width)
+        from_columns(sweep_columns(columns, kernel, width, unroll), width)
         for kernel, columns in ((state_kernels[0], left_columns), (state_kernels[1], right_columns))
     )
     return left + shift_down(right[:, :, ::-1])
@@ -281,10 +377,9 @@ class DiagonalBiLSTMLayer(nn.Module):
             right_gates = right_gates + conditioning_1x1(name="right_to_left_conditioning")(
                 to_columns(conditioning[:, :, ::-1])
             )
-        # Off the image the skewed input is zero but the bias is not; states there must stay
-        # zero (the first column reads its left neighbour from them).
-        valid = valid_columns(height, width)
-        left_gates, right_gates = (jnp.where(valid, g, 0.0) for g in (left_gates, right_gates))
+        # Off the image the skewed input is zero but the bias is not: `sweep_columns` treats
+        # those gates as zero, so that states there stay zero (the first column reads its
+        # left neighbour from them).
         state_kernels = self.param(
             "state_to_state",
             nn.initializers.lecun_normal(batch_axis=(0,)),  # one kernel per direction

@@ -46,7 +46,6 @@ def lstm_cell(gates: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array]:
     return hidden, cell
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
 def lstm_recurrence(
     state_to_gates: StateToGates,
     state_kernel: jax.Array,
@@ -56,9 +55,7 @@ def lstm_recurrence(
     """Runs `h_t, c_t = lstm_cell(x_t + state_to_gates(kernel, h_{t-1}), c_{t-1})`.
 
     The same function as `recurrence.run_recurrence` over `lstm_cell` from zero initial
-    states, with a custom VJP: the forward sweep keeps only h, c and the gate activations,
-    the backward sweep runs one fused elementwise update and one transposed state-to-state
-    product per step, and the kernel gradient is a single matmul after the sweep.
+    states; `lstm_sweep` (which this calls) says how it is differentiated.
 
     Args:
       state_to_gates: `(kernel, hidden) -> gates`, linear in each argument, a module-level
@@ -69,12 +66,49 @@ def lstm_recurrence(
 
     Returns:
       hidden states [T, ..., hidden].
-
-    Reverse mode (grad, vjp, jacrev) works through it; forward mode (jvp, jacfwd) does not,
-    as for any `jax.custom_vjp` function.
     """
-    hiddens, _ = _forward(state_to_gates, state_kernel, input_gates, unroll)
+    hidden_dim = input_gates.shape[-1] // NUM_GATES
+    zeros = jnp.zeros((*input_gates.shape[1:-1], hidden_dim), input_gates.dtype)
+    hiddens, _, _ = lstm_sweep(state_to_gates, state_kernel, input_gates, zeros, zeros, unroll)
     return hiddens
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
+def lstm_sweep(
+    state_to_gates: StateToGates,
+    state_kernel: jax.Array,
+    input_gates: jax.Array,
+    initial_hidden: jax.Array,
+    initial_cell: jax.Array,
+    unroll: recurrence.Unroll = 1,
+    input_mask: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`lstm_recurrence` from given initial states, returning the final states too.
+
+    A custom VJP: the forward sweep keeps only h, c and the gate activations, the backward
+    sweep runs one fused elementwise update and one transposed state-to-state product per
+    step, and the kernel gradient is a single matmul after the sweep. Reverse mode (grad,
+    vjp, jacrev) works through it; forward mode (jvp, jacfwd) does not, as for any
+    `jax.custom_vjp` function.
+
+    Args:
+      state_to_gates: as in `lstm_recurrence` (static).
+      state_kernel: the kernel passed to `state_to_gates`.
+      input_gates: [T, ..., 4 * hidden] input-to-state pre-activations, time first.
+      initial_hidden: [..., hidden], the state that enters step 0.
+      initial_cell: [..., hidden].
+      unroll: see `recurrence.parse_unroll`; used by both sweeps (static).
+      input_mask: optional booleans broadcastable to `input_gates`; where False the input
+        gates count as zero (and get zero gradient). Applied inside the sweeps, where it
+        fuses with work that is done anyway, instead of as a pass over all the gates.
+
+    Returns:
+      (hidden states [T, ..., hidden], final hidden [..., hidden], final cell [..., hidden]).
+    """
+    (hiddens, final_hidden, final_cell), _ = _forward(
+        state_to_gates, state_kernel, input_gates, initial_hidden, initial_cell, unroll, input_mask
+    )
+    return hiddens, final_hidden, final_cell
 
 
 def gate_activations(gates: jax.Array) -> jax.Array:
@@ -95,13 +129,15 @@ def _gate_slope(hidden_dim: int) -> jax.Array:
     return jnp.repeat(jnp.array([0.5, 0.5, 0.5, 1.0], jnp.float32), hidden_dim)
 
 
-def _forward(state_to_gates, state_kernel, input_gates, unroll):
-    """The forward sweep; returns (hiddens, residuals for `_backward`)."""
-    hidden_dim = input_gates.shape[-1] // NUM_GATES
-    zeros = jnp.zeros((*input_gates.shape[1:-1], hidden_dim), input_gates.dtype)
+def _forward(state_to_gates, state_kernel, input_gates, hidden0, cell0, unroll, input_mask):
+    """The forward sweep; returns (outputs, residuals for `_backward`)."""
+    xs = input_gates if input_mask is None else (input_gates, input_mask)
 
     def step(carry, x):
         hidden, cell = carry
+        if input_mask is not None:
+            x, mask = x
+            x = jnp.where(mask, x, 0.0)
         acts = gate_activations(x + state_to_gates(state_kernel, hidden))
         o, f, i, g = jnp.split(acts, NUM_GATES, axis=-1)
         new_cell = f * cell + i * g
@@ -109,18 +145,19 @@ def _forward(state_to_gates, state_kernel, input_gates, unroll):
         # The cell that entered the step is what the backward sweep needs for d f.
         return (hidden, new_cell), (hidden, cell, acts)
 
-    (_, last_cell), (hiddens, prev_cells, acts) = recurrence.run_recurrence(
-        step, (zeros, zeros), input_gates, unroll
+    (last_hidden, last_cell), (hiddens, prev_cells, acts) = recurrence.run_recurrence(
+        step, (hidden0, cell0), xs, unroll
     )
-    return hiddens, (state_kernel, hiddens, prev_cells, acts, last_cell)
+    residuals = (state_kernel, hidden0, hiddens, prev_cells, acts, last_cell, input_mask)
+    return (hiddens, last_hidden, last_cell), residuals
 
 
-def _backward(state_to_gates, unroll, residuals, d_hiddens):
-    """Reverse sweep: (d state_kernel, d input_gates) from d hiddens `[T, ..., hidden]`."""
-    state_kernel, hiddens, prev_cells, acts, last_cell = residuals
-    zeros = jnp.zeros_like(last_cell)
-    slope = _gate_slope(zeros.shape[-1])
-    transpose_state = jax.linear_transpose(functools.partial(state_to_gates, state_kernel), zeros)
+def _backward(state_to_gates, unroll, residuals, cotangents):
+    """Reverse sweep: cotangents of (kernel, input gates, initial hidden, initial cell, mask)."""
+    state_kernel, hidden0, hiddens, prev_cells, acts, last_cell, input_mask = residuals
+    d_hiddens, d_last_hidden, d_last_cell = cotangents
+    slope = _gate_slope(hidden0.shape[-1])
+    transpose_state = jax.linear_transpose(functools.partial(state_to_gates, state_kernel), hidden0)
 
     def step(carry, x):
         # Gradients flowing back from step t + 1, and the cell state step t produced (the
@@ -140,16 +177,17 @@ def _backward(state_to_gates, unroll, residuals, d_hiddens):
         return (d_prev_hidden, d_cell * f, prev_cell), d_gates
 
     xs = (d_hiddens, prev_cells, acts)
-    _, d_gates = recurrence.run_recurrence(
-        step, (zeros, zeros, last_cell), xs, unroll, reverse=True
+    (d_hidden0, d_cell0, _), d_gates = recurrence.run_recurrence(
+        step, (d_last_hidden, d_last_cell, last_cell), xs, unroll, reverse=True
     )
     # The kernel gradient needs no recurrence: one product over all steps at once, with the
     # steps folded into the batch axis so that it is a single two-dimensional matmul.
-    prev_hiddens = jnp.concatenate([zeros[None], hiddens[:-1]])
+    prev_hiddens = jnp.concatenate([hidden0[None], hiddens[:-1]])
     folded = prev_hiddens.reshape(-1, *prev_hiddens.shape[2:])
     _, kernel_vjp = jax.vjp(lambda k: state_to_gates(k, folded), state_kernel)
     (d_kernel,) = kernel_vjp(d_gates.reshape(-1, *d_gates.shape[2:]))
-    return d_kernel, d_gates
+    d_input = d_gates if input_mask is None else jnp.where(input_mask, d_gates, 0.0)
+    return d_kernel, d_input, d_hidden0, d_cell0, None
 
 
-lstm_recurrence.defvjp(_forward, _backward)
+lstm_sweep.defvjp(_forward, _backward)

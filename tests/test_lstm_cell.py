@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pixel_rnn_jax import diagonal_lstm, row_lstm
-from pixel_rnn_jax.lstm_cell import lstm_cell, lstm_recurrence
+from pixel_rnn_jax.lstm_cell import lstm_cell, lstm_recurrence, lstm_sweep
 
 
 def test_gates_o_f_i_sigmoid_and_g_tanh():
@@ -59,5 +59,40 @@ def test_custom_vjp_matches_autodiff_of_the_plain_scan(kind, unroll):
     np.testing.assert_allclose(custom(kernel, gates), plain(kernel, gates), rtol=1e-5)
     got = jax.grad(custom, argnums=(0, 1))(kernel, gates)
     want = jax.grad(plain, argnums=(0, 1))(kernel, gates)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", [1, "python"])
+def test_sweep_from_given_states_with_a_mask_matches_autodiff(unroll):
+    """Initial states, final states and the input mask get the gradients autodiff gives."""
+    keys = jax.random.split(jax.random.PRNGKey(5), 6)
+    kernel = 0.5 * jax.random.normal(keys[0], (6, 12))
+    gates = jax.random.normal(keys[1], (6, 2, 4, 12))  # [columns, batch, height, 4h]
+    hidden0 = jax.random.normal(keys[2], (2, 4, 3))
+    cell0 = jax.random.normal(keys[3], (2, 4, 3))
+    mask = jax.random.bernoulli(keys[4], 0.7, (6, 1, 4, 1))
+    weights = jax.random.normal(keys[5], (6, 2, 4, 3))
+    state_to_gates, step = diagonal_lstm.diagonal_state_to_gates, diagonal_lstm.diagonal_lstm_step
+
+    def plain(k, g, h0, c0):
+        masked = jnp.where(mask, g, 0.0)
+        (h, c), hs = jax.lax.scan(lambda carry, x: step(k, carry, x), (h0, c0), masked)
+        return hs, h, c
+
+    def custom(k, g, h0, c0):
+        return lstm_sweep(state_to_gates, k, g, h0, c0, unroll, mask)
+
+    def loss(fn):
+        def value(*args):
+            hs, h, c = fn(*args)
+            return jnp.sum(jnp.sin(hs) * weights) + jnp.sum(h * c) + jnp.sum(jnp.cos(c))
+
+        return value
+
+    args = (kernel, gates, hidden0, cell0)
+    np.testing.assert_allclose(loss(custom)(*args), loss(plain)(*args), rtol=1e-5)
+    got = jax.grad(loss(custom), argnums=(0, 1, 2, 3))(*args)
+    want = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(*args)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
