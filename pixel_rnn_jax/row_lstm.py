@@ -103,6 +103,10 @@ class RowLSTMLayer(nn.Module):
         """Args: x [batch, height, width, features]; conditioning: optional
         [batch, height, width, c] map known in full (multi-scale), added to the gates."""
         del context  # the Row LSTM has no use for the full-context image
+        # Rows first ([height, batch, width, features]), the layout the recurrence scans
+        # over: the 1 x k convolutions only look along the width, so they run on this layout
+        # as they are, and moving the 2h-feature input is half the copy of moving 4h gates.
+        rows = jnp.swapaxes(x, 0, 1)
         input_gates = layers.MaskedConv2D(
             NUM_GATES * self.hidden_dim,
             (1, self.kernel_width),
@@ -110,18 +114,19 @@ class RowLSTMLayer(nn.Module):
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
             name="input_to_state",
-        )(x)
+        )(rows)
         if conditioning is not None:
             # Unmasked 1x1: the conditioning map holds no pixel of x, nothing can leak.
             input_gates = input_gates + nn.Dense(
                 NUM_GATES * self.hidden_dim, use_bias=False, name="conditioning"
-            )(conditioning)
+            )(jnp.swapaxes(conditioning, 0, 1))
         state_kernel = self.param(
             "state_to_state",
             layers.default_kernel_init,
             (self.kernel_width * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden = row_lstm(input_gates, state_kernel, self.unroll)
+        hidden_rows = lstm_recurrence(row_state_to_gates, state_kernel, input_gates, self.unroll)
+        hidden = jnp.swapaxes(hidden_rows, 0, 1)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
