@@ -5,6 +5,10 @@ skewed column is one anti-diagonal of the image; a 2 x 1 state-to-state convolut
 previous skewed column reads the pixel to the left (row r) and the pixel above (row r - 1).
 The right-to-left direction runs on the mirrored map; its output is mirrored back and
 shifted down one row before it is added, so it only ever carries completed rows.
+
+For speed (WORKSPACE_NOTES.md, benchmark section): the layer skews its 2h-feature input and
+computes the gates in the skewed frame, the two directions are independent loops, and each
+sweep runs in phases that skip the rows of a column that hold no pixel (`sweep_columns`).
 """
 
 from __future__ import annotations
@@ -176,9 +180,19 @@ MAX_PHASES = 6
 MIN_PHASE_STEPS = 8
 
 
-def default_num_phases(height: int, width: int) -> int:
-    """The number of phases `sweep_columns` uses by default for a height x width image."""
-    return max(1, min(MAX_PHASES, (width + height - 1) // MIN_PHASE_STEPS))
+def default_num_phases(height: int, width: int, unroll: recurrence.Unroll = 1) -> int:
+    """The number of phases `sweep_columns` uses by default for a height x width image.
+
+    A scan unrolled k times compiles k steps per loop, so with an integer unroll k the
+    phases are divided by k: phases times unroll would multiply the program (a 32x32
+    Diagonal BiLSTM at unroll 8 with 6 phases took 304 s to compile). A full unroll or a
+    Python loop compiles every step once however the steps are grouped.
+    """
+    phases = max(1, min(MAX_PHASES, (width + height - 1) // MIN_PHASE_STEPS))
+    setting = recurrence.parse_unroll(unroll)
+    if isinstance(setting, int) and not isinstance(setting, bool):
+        phases = max(1, phases // setting)
+    return phases
 
 
 def column_phases(height: int, width: int, num_phases: int) -> list[Phase]:
@@ -243,7 +257,7 @@ def sweep_columns(
     hidden = cell = jnp.zeros((batch, height, hidden_dim), columns.dtype)
     outputs = []
     if num_phases is None:
-        num_phases = default_num_phases(height, width)
+        num_phases = default_num_phases(height, width, unroll)
     for phase in column_phases(height, width, num_phases):
         rows = slice(phase.row_start, phase.row_stop)
         steps = slice(phase.start, phase.stop)

@@ -1,8 +1,9 @@
 """Row LSTM: a recurrence over image rows with k x 1 convolutions along the row.
 
-The input-to-state part is a 1 x k mask-B convolution computed for the whole map at once;
-only the state-to-state part, a 1 x k unmasked convolution of the previous row's hidden
-state, runs inside the recurrence. The context of a pixel is a triangle above it.
+The input-to-state part is a 1 x k mask-B convolution computed for the whole map at once
+(on the rows-first layout the recurrence scans); only the state-to-state part, a 1 x k
+unmasked convolution of the previous row's hidden state, runs inside the recurrence. The
+context of a pixel is a triangle above it.
 """
 
 from __future__ import annotations

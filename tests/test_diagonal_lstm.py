@@ -152,3 +152,13 @@ def test_phases_give_the_same_gradients():
     # Off the image the input gates are ignored, so their gradient is exactly zero.
     off_image = ~np.broadcast_to(diagonal_lstm.valid_columns(height, width), columns.shape)
     assert not np.asarray(g3[0])[off_image].any()
+
+
+def test_default_phases_shrink_with_an_integer_unroll_only():
+    base = diagonal_lstm.default_num_phases(28, 28)
+    assert base == diagonal_lstm.MAX_PHASES
+    assert diagonal_lstm.default_num_phases(28, 28, 2) == base // 2
+    assert diagonal_lstm.default_num_phases(28, 28, 8) == 1
+    assert diagonal_lstm.default_num_phases(28, 28, "full") == base
+    assert diagonal_lstm.default_num_phases(28, 28, "python") == base
+    assert diagonal_lstm.default_num_phases(4, 4) == 1  # 7 columns: too short to split

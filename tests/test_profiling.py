@@ -1,0 +1,52 @@
+"""`pixel_rnn_jax.profiling`: self times from nested trace events, and a real CPU trace."""
+
+import pytest
+
+from pixel_rnn_jax import profiling
+
+
+def test_self_time_takes_nested_events_off_their_innermost_parent():
+    thread_a = [
+        ("while.1", 0, 100),
+        ("fusion.1", 10, 20),  # inside the loop
+        ("dot.2", 15, 5),  # inside fusion.1 (as a loop body's kernel would be)
+        ("fusion.1", 40, 20),
+        ("copy.3", 200, 7),
+    ]
+    thread_b = [("fusion.1", 0, 30)]
+    ops = {op.name: op for op in profiling.self_times([thread_a, thread_b])}
+    assert ops["while.1"].self_ns == 100 - 20 - 20
+    assert ops["fusion.1"].self_ns == 20 - 5 + 20 + 30 and ops["fusion.1"].count == 3
+    assert ops["dot.2"].self_ns == 5 and ops["copy.3"].self_ns == 7
+    assert ops["fusion.1"].kind == "fusion"
+
+
+def test_scope_folds_layer_numbers_and_tells_backward_from_forward():
+    forward = "jit(step)/jvp(PixelRNN)/PixelRNN.logits_from_inputs/row_lstm_3/RowLSTMLayer_3/add"
+    backward = "jit(step)/transpose(jvp(PixelRNN))/PixelRNN.logits_from_inputs/skip_12/dot_general"
+    assert profiling.scope_of(forward) == ("forward", "row_lstm_N/RowLSTMLayer_N/add")
+    assert profiling.scope_of(backward) == ("backward", "skip_N/dot_general")
+
+
+def test_summary_puts_ops_run_more_than_once_per_call_inside_loops():
+    ops = [
+        profiling.OpTime("fusion.1", 6_000_000, 2 * 10),  # 10 loop steps per call
+        profiling.OpTime("dot.1", 4_000_000, 2),
+        profiling.OpTime("while.1", 1_000_000, 2),
+    ]
+    summary = profiling.summarize(ops, calls=2, scopes={"dot.1": "jit(step)/jvp(M)/skip_0/dot"})
+    assert summary["in_loop_ms"] == pytest.approx(3.0)
+    assert summary["outside_loop_ms"] == pytest.approx(2.0)
+    assert summary["runtime_overhead_ms"] == pytest.approx(0.5)
+    assert summary["total_ms"] == pytest.approx(5.5)
+    assert dict(summary["by_scope"])["forward skip_N/dot"] == pytest.approx(2.0)
+
+
+def test_profiles_a_real_train_step():
+    summary = profiling.profile_train_step("row_lstm", image_size=8, calls=2)
+    assert summary["in_loop_ms"] > 0  # the row recurrence's body kernels
+    assert summary["outside_loop_ms"] > 0
+    scopes = " ".join(label for label, _ in summary["by_scope"])
+    assert "RowLSTMLayer_N" in scopes and "backward" in scopes
+    table = profiling.format_summary(summary)
+    assert table.startswith("## row_lstm 8x8, batch 2") and "| operation kind | ms |" in table
