@@ -153,20 +153,26 @@ def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch
     assert not os.listdir(tmp_path)  # no local 'gs:' folder
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cache):
-    workdir = tmp_path / "run"
-    command = [
+def _smoke_cli(workdir, *flags):
+    """`python -m experiments.train` on row_lstm_mnist_smoke: log every step, no eval/samples."""
+    return [
         sys.executable,
         "-m",
         "experiments.train",
         "--config=row_lstm_mnist_smoke",
         f"--workdir={workdir}",
-        "--config.train.num_steps=1000000",
         "--config.train.log_every=1",
-        "--config.train.checkpoint_every=1000000",
         "--config.train.eval_every=0",
         "--config.train.num_samples=0",
+        *flags,
     ]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cache):
+    workdir = tmp_path / "run"
+    command = _smoke_cli(
+        workdir, "--config.train.num_steps=1000000", "--config.train.checkpoint_every=1000000"
+    )
     env = {
         **os.environ,
         "JAX_COMPILATION_CACHE_DIR": _compilation_cache,
@@ -196,18 +202,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, _compilation_cac
 
 def test_cpu_devices_flag_trains_data_parallel_over_that_many_devices(tmp_path, _compilation_cache):
     workdir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.train",
-        "--config=row_lstm_mnist_smoke",
-        f"--workdir={workdir}",
-        "--cpu_devices=2",
-        "--config.train.num_steps=2",
-        "--config.train.log_every=1",
-        "--config.train.eval_every=0",
-        "--config.train.num_samples=0",
-    ]
+    command = _smoke_cli(workdir, "--cpu_devices=2", "--config.train.num_steps=2")
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": _compilation_cache}
     env.pop("XLA_FLAGS", None)  # the flag alone must give the devices
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
