@@ -19,8 +19,9 @@ convolution of that `[batch, height, width, cond_dim]` map to its input-to-state
 pre-activations (the `conditioning` argument of the body layers).
 
 Sampling draws s first with the small model's sampler, then every position off the grid in
-raster order with s fixed. The conditional part is naive (one conditional forward pass per
-position): `incremental.run_incremental` does not add the conditioning yet.
+raster order with s fixed, both parts with the same method: 'cached' walks the conditional
+network with `incremental.run_incremental` (the conditioning map computed once and given to
+it), 'naive' reruns the conditional network for every position. Both draw the same images.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from pixel_rnn_jax import layers, likelihood, models, sampling
+from pixel_rnn_jax import incremental, layers, likelihood, models, sampling
 
 
 def default_multiscale_config() -> ml_collections.ConfigDict:
@@ -263,20 +264,22 @@ def log_likelihood_parts(model: MultiScalePixelRNN, variables, images: jax.Array
     return small_ll, conditional_ll
 
 
+def _conditioning_map(model, variables, images):
+    """s is fixed once it is drawn: its encoded, upsampled map, computed once per sample."""
+    _, height, width, _ = images.shape
+    inputs = layers.preprocess_images(images, model.num_levels)
+    small_inputs = subsample(inputs, model.factor)
+    return model.apply(
+        variables, small_inputs, height, width, method=MultiScalePixelRNN.conditioning
+    )
+
+
 # `first` and `temperature` are traced so that completions of any length reuse one program.
 @functools.partial(jax.jit, static_argnames=("model",))
 def _sample_conditional(model, variables, rng, images, positions, first, temperature):
     """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
     _, height, width, channels = images.shape
-    inputs = layers.preprocess_images(images, model.num_levels)
-    # s is fixed from here on: encode and upsample it once, not once per position.
-    conditioning = model.apply(
-        variables,
-        subsample(inputs, model.factor),
-        height,
-        width,
-        method=MultiScalePixelRNN.conditioning,
-    )
+    conditioning = _conditioning_map(model, variables, images)
 
     def body(index, images):
         position = positions[index]
@@ -291,6 +294,34 @@ def _sample_conditional(model, variables, rng, images, positions, first, tempera
         return images.at[:, row, column, channel].set(value)
 
     return jax.lax.fori_loop(first, positions.shape[0], body, images)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sample_conditional_cached(model, variables, rng, images, start, temperature):
+    """`_sample_conditional` by `incremental.run_incremental` over the conditional network.
+
+    Every position is walked (that fills the caches); positions on the grid or before
+    `start` keep their values, the others are drawn with `fold_in(rng, position)`, the keys
+    the naive sampler uses, so both give the same images.
+    """
+    _, height, width, channels = images.shape
+    factor = model.factor
+
+    def choose(position, logits, current):
+        row, rest = jnp.divmod(position, width * channels)
+        column = rest // channels
+        on_grid = (row % factor == 0) & (column % factor == 0)
+        value = sampling.draw(
+            jax.random.fold_in(rng, position), logits, model.num_levels, temperature
+        )
+        return jnp.where((position >= start) & ~on_grid, value, current)
+
+    conditional = {"params": variables["params"]["conditional"]}
+    conditioning = _conditioning_map(model, variables, images)
+    images, _ = incremental.run_incremental(
+        model.conditional, conditional, images, choose, conditioning=conditioning
+    )
+    return images
 
 
 def sample(
@@ -321,8 +352,8 @@ def sample(
       rng: PRNG key.
       images: integer [batch, height, width, channels]; positions before `start` are kept.
       start: first raster-then-channel position to sample (as in `sampling.sample`).
-      method: 'cached' or 'naive' for the small image (see `sampling.sample`); the
-        conditional part is always naive, one conditional forward pass per position.
+      method: 'cached' or 'naive' (see `sampling.sample`), for both parts; they draw the
+        same images.
       temperature: > 0, for both parts.
 
     Returns:
@@ -354,6 +385,10 @@ def sample(
         temperature=temperature,
     )
     images = images.at[:, ::f, ::f].set(small)
+    if method == "cached":
+        return _sample_conditional_cached(
+            model, variables, conditional_rng, images, jnp.int32(start), jnp.float32(temperature)
+        )
     return _sample_conditional(
         model,
         variables,
