@@ -98,16 +98,9 @@ def _write_column(x: jax.Array, update: jax.Array, column: jax.Array, axis: int)
     return jax.lax.dynamic_update_index_in_dim(x, update, column, axis)
 
 
-def _recurrent_layer_params(params: Params, unit_name: str, layer_class: str, index: int):
-    """Parameters of the LSTM layer inside residual unit `index`.
-
-    models.py constructs the layer in PixelRNN's scope and passes it to its
-    ResidualRecurrentUnit, so Flax registers it at the top level under its class name
-    (`RowLSTMLayer_0`) instead of inside the unit; if the unit ever adopts it
-    (`row_lstm_0/layer`), that layout is read instead.
-    """
-    unit = params[f"{unit_name}_{index}"]
-    return unit["layer"] if "layer" in unit else params[f"{layer_class}_{index}"]
+def _recurrent_layer_params(params: Params, unit_name: str, index: int):
+    """Parameters of the LSTM layer inside residual unit `index` (`row_lstm_0/layer`)."""
+    return params[f"{unit_name}_{index}"]["layer"]
 
 
 class CachedBody(NamedTuple):
@@ -173,7 +166,7 @@ def _row_lstm_prepare(model: nn.Module, params: Params) -> Params:
     groups, half = model.num_channels, model.recurrent_kernel_size // 2
     body = []
     for index in range(model.num_layers):
-        layer = _recurrent_layer_params(params, "row_lstm", "RowLSTMLayer", index)
+        layer = _recurrent_layer_params(params, "row_lstm", index)
         kernel = causal_rows(layer["input_to_state"]["kernel"], "B", groups, NUM_GATES)
         body.append(
             {
@@ -274,7 +267,7 @@ def _diagonal_prepare(model: nn.Module, params: Params) -> Params:
     groups = model.num_channels
     body = []
     for index in range(model.num_layers):
-        layer = _recurrent_layer_params(params, "diagonal_bilstm", "DiagonalBiLSTMLayer", index)
+        layer = _recurrent_layer_params(params, "diagonal_bilstm", index)
         context = layer.get("right_to_left_context")
         body.append(
             {

@@ -65,12 +65,18 @@ class ResidualRecurrentUnit(nn.Module):
         return x + y if self.use_residual else y
 
 
+# The recurrent layers are built with `parent=None` so that the residual unit they are
+# passed to adopts them as its child `layer` (`row_lstm_0/layer/...` in the parameter tree);
+# built in PixelRNN's scope they would sit at the top level instead.
+
+
 def _row_lstm_unit(model: PixelRNN, index: int) -> nn.Module:
     layer = RowLSTMLayer(
         model.hidden_dim,
         num_groups=model.num_channels,
         kernel_width=model.recurrent_kernel_size,
         unroll=model.unroll,
+        parent=None,
     )
     return ResidualRecurrentUnit(
         layer, model.num_channels, model.use_residual, name=f"row_lstm_{index}"
@@ -83,6 +89,7 @@ def _diagonal_bilstm_unit(model: PixelRNN, index: int) -> nn.Module:
         num_groups=model.num_channels,
         unroll=model.unroll,
         full_context=model.full_context,
+        parent=None,
     )
     return ResidualRecurrentUnit(
         layer, model.num_channels, model.use_residual, name=f"diagonal_bilstm_{index}"

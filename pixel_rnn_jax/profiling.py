@@ -10,7 +10,7 @@ time. The operations are then summarised three ways:
 - by kind (`copy_bitcast_fusion`, `dot`, ...: the HLO name without its numeric suffix);
 - inside or outside recurrence loops (an operation run more often than once per step
   sits in a loop body);
-- by the model scope that XLA's metadata names (`row_lstm_N/RowLSTMLayer_N/transpose`,
+- by the model scope that XLA's metadata names (`row_lstm_N/layer/transpose`,
   forward or backward).
 
 Times are summed over worker threads, so they add up to more than the wall time when XLA

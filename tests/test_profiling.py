@@ -47,6 +47,6 @@ def test_profiles_a_real_train_step():
     assert summary["in_loop_ms"] > 0  # the row recurrence's body kernels
     assert summary["outside_loop_ms"] > 0
     scopes = " ".join(label for label, _ in summary["by_scope"])
-    assert "RowLSTMLayer_N" in scopes and "backward" in scopes
+    assert "row_lstm_N/layer" in scopes and "backward" in scopes
     table = profiling.format_summary(summary)
     assert table.startswith("## row_lstm 8x8, batch 2") and "| operation kind | ms |" in table
