@@ -195,6 +195,15 @@ def default_num_phases(height: int, width: int, unroll: recurrence.Unroll = 1) -
     return phases
 
 
+class Phase(NamedTuple):
+    """Steps [start, stop) of a column sweep, computing rows [row_start, row_stop) only."""
+
+    start: int
+    stop: int
+    row_start: int
+    row_stop: int
+
+
 def column_phases(height: int, width: int, num_phases: int) -> list[Phase]:
     """Splits the skewed columns into runs of steps that each need only a band of rows.
 
@@ -217,15 +226,6 @@ def column_phases(height: int, width: int, num_phases: int) -> list[Phase]:
         last_row = min(int(stop) - 1, height - 1)
         phases.append(Phase(int(start), int(stop), max(0, first_row - 1), last_row + 1))
     return phases
-
-
-class Phase(NamedTuple):
-    """Steps [start, stop) of a column sweep, computing rows [row_start, row_stop) only."""
-
-    start: int
-    stop: int
-    row_start: int
-    row_stop: int
 
 
 def sweep_columns(
@@ -324,9 +324,9 @@ def bilstm_over_columns(
     Returns:
       [batch, height, width, h], as `diagonal_bilstm`.
     """
-    # Two independent recurrences rather than one batched over the direction: XLA:CPU runs
-    # independent loops on separate threads (measured 406 -> 364 ms per MNIST-size train
-    # step, see WORKSPACE_NOTES.md), and nothing has to stack the directions' inputs.
+    # Two independent recurrences rather than one vmapped over the direction: vmap turns the
+    # sweeps' matmuls into batched dots with transposes and needs the directions' inputs
+    # stacked (two loops: 406 -> 364 ms per MNIST-size train step, see WORKSPACE_NOTES.md).
     left, right = (
         from_columns(sweep_columns(columns, kernel, width, unroll), width)
         for kernel, columns in ((state_kernels[0], left_columns), (state_kernels[1], right_columns))

@@ -102,8 +102,9 @@ def lstm_sweep(
       initial_cell: [..., hidden].
       unroll: see `recurrence.parse_unroll`; used by both sweeps (static).
       input_mask: optional booleans broadcastable to `input_gates`; where False the input
-        gates count as zero (and get zero gradient). Applied inside the sweeps, where it
-        fuses with work that is done anyway, instead of as a pass over all the gates.
+        gates count as zero (and get zero gradient). The forward sweep applies it to each
+        step's inputs, fused with the gate arithmetic, instead of a pass over all the gates
+        before the sweep; the gradient is masked once after the backward sweep.
 
     Returns:
       (hidden states [T, ..., hidden], final hidden [..., hidden], final cell [..., hidden]).
