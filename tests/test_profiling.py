@@ -1,5 +1,9 @@
 """`pixel_rnn_jax.profiling`: self times from nested trace events, and a real CPU trace."""
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
 from pixel_rnn_jax import profiling
@@ -50,3 +54,20 @@ def test_profiles_a_real_train_step():
     assert "row_lstm_N/layer" in scopes and "backward" in scopes
     table = profiling.format_summary(summary)
     assert table.startswith("## row_lstm 8x8, batch 2") and "| operation kind | ms |" in table
+
+
+def test_cli_writes_the_tables_and_refuses_unknown_models(tmp_path):
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    output = tmp_path / "profile.md"
+    command = [sys.executable, "-m", "experiments.profile_step", "--size=8", "--calls=1"]
+    result = subprocess.run(
+        [*command, "--models=pixelcnn", f"--output={output}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = output.read_text()
+    assert text.startswith("# Train-step profiles") and "## pixelcnn 8x8, batch 2" in text
+    refused = subprocess.run([*command, "--models=gru"], cwd=repo, capture_output=True, text=True)
+    assert refused.returncode != 0 and "Unknown models ['gru']" in refused.stderr
