@@ -258,17 +258,20 @@ def sweep_columns(
     outputs = []
     if num_phases is None:
         num_phases = default_num_phases(height, width, unroll)
-    for phase in column_phases(height, width, num_phases):
+    phases = column_phases(height, width, num_phases)
+    # Split along time (its gradient is one concatenation), then take each phase's rows: a
+    # plain slice per phase would make the gradient a sum of full-size padded copies.
+    pieces = jnp.split(columns, [phase.start for phase in phases[1:]], axis=0)
+    for phase, piece in zip(phases, pieces, strict=True):
         rows = slice(phase.row_start, phase.row_stop)
-        steps = slice(phase.start, phase.stop)
         band, band_hidden, band_cell = lstm_sweep(
             diagonal_state_to_gates,
             state_kernel,
-            columns[steps, :, rows],
+            piece[:, :, rows],
             hidden[:, rows],
             cell[:, rows],
             unroll,
-            jnp.asarray(valid[steps, :, rows]),
+            jnp.asarray(valid[phase.start : phase.stop, :, rows]),
         )
         pad = ((0, 0), (0, 0), (phase.row_start, height - phase.row_stop), (0, 0))
         outputs.append(jnp.pad(band, pad))
