@@ -258,6 +258,8 @@ def machine_info() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # glibc.malloc.hugetlb=1 changes CPU step times (see WORKSPACE_NOTES.md).
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -576,6 +578,9 @@ def write_markdown(path: str, header: dict[str, Any], rows: list[dict[str, Any]]
         f"{machine.get('device_count', '?')} device(s)); CPU: {machine.get('cpu_model', '?')}, "
         f"nproc={machine.get('nproc', '?')}; jax {machine.get('jax', '?')}."
     )
+    for key in ("xla_flags", "glibc_tunables"):
+        if machine.get(key):
+            lines.append(f"- {key.upper()}: `{machine[key]}`")
     for key in ("command", "matmul_peak", "flops", "memory", "timing", "notes"):
         if key in header:
             value = header[key]

@@ -140,3 +140,11 @@ def test_unrolled_programs_past_the_cap_are_skipped_with_a_reason():
     assert benchmarking.skip_reason("row_lstm", size, "python", 400).startswith("skipped")
     assert benchmarking.skip_reason("row_lstm", size, 8, 400) is None
     assert benchmarking.skip_reason("row_lstm", benchmarking.SIZES[28], "full", 400) is None
+
+
+def test_markdown_header_names_the_environment_settings_that_change_step_times(tmp_path):
+    path = tmp_path / "t.md"
+    machine = {"xla_flags": "", "glibc_tunables": "glibc.malloc.hugetlb=1"}
+    benchmarking.write_markdown(str(path), {"machine": machine, "title": "T"}, [])
+    text = path.read_text()
+    assert "- GLIBC_TUNABLES: `glibc.malloc.hugetlb=1`" in text and "XLA_FLAGS" not in text
