@@ -27,8 +27,6 @@ it), 'naive' reruns the conditional network for every position. Both draw the sa
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -359,19 +357,8 @@ def sample(
     Returns:
       int32 [batch, height, width, channels].
     """
-    images = jnp.asarray(images)
-    layers.validate_images(images, model.num_channels, model.num_levels)
-    images = images.astype(jnp.int32)
+    images = sampling.checked_images(model, images, start, temperature)
     _, height, width, channels = images.shape
-    total = height * width * channels
-    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
-        raise ValueError(f"start must be an integer position; got {start!r}.")
-    if not 0 <= start <= total:
-        raise ValueError(f"start must be in [0, {total}] for images {images.shape}; got {start}.")
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)) or (
-        temperature <= 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
     f = model.factor
     grid, rest = split_positions(height, width, channels, f)
     small_rng, conditional_rng = jax.random.split(rng)

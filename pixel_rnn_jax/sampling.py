@@ -122,9 +122,23 @@ def sample(
             f"method='cached' supports the models {sorted(incremental.CACHED_BODIES)}, not "
             f"{model.name_in_registry!r}; use method='naive'."
         )
+    images = checked_images(model, images, start, temperature)
+    images, variables, rng = _over_local_devices(images, variables, rng)
+    return JITTED_SAMPLERS[method](
+        model, variables, rng, images, jnp.int32(start), jnp.float32(temperature)
+    )
+
+
+def checked_images(model: nn.Module, images, start, temperature: float) -> jax.Array:
+    """`images` as int32 after checking them, `start` and `temperature` (see `sample`).
+
+    Raises:
+      ValueError: images not `[batch, height, width, model.num_channels]` integers in
+        `[0, model.num_levels)`, `start` not an integer position in `[0, height * width *
+        channels]`, or `temperature` not a finite number > 0.
+    """
     images = jnp.asarray(images)
     layers.validate_images(images, model.num_channels, model.num_levels)
-    images = images.astype(jnp.int32)
     total = images.shape[1] * images.shape[2] * images.shape[3]
     if isinstance(start, bool) or not isinstance(start, numbers.Integral):
         raise ValueError(f"start must be an integer position; got {start!r}.")
@@ -134,10 +148,7 @@ def sample(
         temperature <= 0
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-    images, variables, rng = _over_local_devices(images, variables, rng)
-    return JITTED_SAMPLERS[method](
-        model, variables, rng, images, jnp.int32(start), jnp.float32(temperature)
-    )
+    return images.astype(jnp.int32)
 
 
 def _over_local_devices(images, variables, rng):
