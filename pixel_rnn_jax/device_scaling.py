@@ -215,20 +215,15 @@ def run_suite(
     batch_sizes = DEFAULT_BATCH_SIZES if host else (*DEFAULT_BATCH_SIZES, 256)
     repeats = repeats or (3 if quick else 10)
     log(f"devices suite on {backend} ({visible} visible): device counts {list(counts)}")
+    # (global batch, methods): quick runs shard_map at the first batch only; full runs add
+    # pmap at the first batch.
+    if quick:
+        plan = [(batch_sizes[0], ("shard_map",))]
+    else:
+        plan = [(b, METHODS if i == 0 else ("shard_map",)) for i, b in enumerate(batch_sizes)]
     rows = []
     for model_name in models:
-        if quick:
-            rows += benchmark_devices(
-                counts,
-                batch_sizes[:1],
-                host_devices=host,
-                log=log,
-                repeats=repeats,
-                model_name=model_name,
-            )
-            continue
-        for index, batch_size in enumerate(batch_sizes):
-            methods = METHODS if index == 0 else ("shard_map",)
+        for batch_size, methods in plan:
             rows += benchmark_devices(
                 counts,
                 [batch_size],
