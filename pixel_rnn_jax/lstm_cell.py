@@ -43,10 +43,14 @@ def lstm_cell(gates: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array]:
     Returns:
       (hidden, cell), each [..., hidden].
     """
-    o, f, i, g = jnp.split(gate_activations(gates), NUM_GATES, axis=-1)
+    return _update_from_activations(gate_activations(gates), cell)
+
+
+def _update_from_activations(acts: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(hidden, cell) from `gate_activations` output [..., 4 * hidden] and the previous cell."""
+    o, f, i, g = jnp.split(acts, NUM_GATES, axis=-1)
     cell = f * cell + i * g
-    hidden = o * jnp.tanh(cell)
-    return hidden, cell
+    return o * jnp.tanh(cell), cell
 
 
 def lstm_recurrence(
@@ -143,9 +147,7 @@ def _forward(state_to_gates, state_kernel, input_gates, hidden0, cell0, unroll, 
             x, mask = x
             x = jnp.where(mask, x, 0.0)
         acts = gate_activations(x + state_to_gates(state_kernel, hidden))
-        o, f, i, g = jnp.split(acts, NUM_GATES, axis=-1)
-        new_cell = f * cell + i * g
-        hidden = o * jnp.tanh(new_cell)
+        hidden, new_cell = _update_from_activations(acts, cell)
         # The cell that entered the step is what the backward sweep needs for d f.
         return (hidden, new_cell), (hidden, cell, acts)
 
