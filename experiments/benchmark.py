@@ -4,9 +4,9 @@ Suites (`--suite`):
   scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting, PixelCNN as
             the baseline: compile time, forward and train-step time, memory, images/s,
             model FLOP/s and its fraction of a matmul peak measured in the same run.
-  sampling  naive vs cached sampling: `pixel_rnn_jax.sampling_benchmark.benchmark_sampling`.
+  sampling  naive vs cached sampling: `experiments.benchmarks.sampling.benchmark_sampling`.
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
-            devices on CPU, one child process each): `pixel_rnn_jax.device_scaling`;
+            devices on CPU, one child process each): `experiments.benchmarks.devices`;
             `--models` (default here: row_lstm), `--device_counts`, `--repeats`.
 
 Examples:
@@ -25,7 +25,6 @@ their compile time grows with the unrolled program and bought nothing in our run
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import time
@@ -33,18 +32,19 @@ import time
 import jax
 from absl import app, flags, logging
 
-from pixel_rnn_jax import benchmarking, recurrence
+from experiments.benchmarks import devices, sampling, scan
+from pixel_rnn_jax.nn import recurrence
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Directory for the JSON and Markdown result files.")
 flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[_quick].")
 flags.DEFINE_enum("suite", "scan", ["scan", "sampling", "devices"], "Which benchmark to run.")
-flags.DEFINE_bool("quick", False, "28x28 only, unroll 1 and 4, 3 repeats: about 2 minutes.")
-flags.DEFINE_list("models", list(benchmarking.MODEL_NAMES), "Models to run.")
+flags.DEFINE_bool("quick", False, "28x28 only, unroll 1 and 4, 3 repeats.")
+flags.DEFINE_list("models", list(scan.MODEL_NAMES), "Models to run.")
 flags.DEFINE_list("sizes", ["28", "32", "64"], "Image sizes: 28 (MNIST), 32 (CIFAR), 64.")
 flags.DEFINE_list("unroll", ["1", "2", "4", "8", "full", "python"], "Unroll settings (28x28).")
 flags.DEFINE_list(
-    "unroll_big", ["1", "8"], "Unroll settings at 32x32 and 64x64 (each row costs minutes here)."
+    "unroll_big", ["1", "8"], "Unroll settings at 32x32 and 64x64 (slow rows on a CPU)."
 )
 flags.DEFINE_integer("batch_size", None, "Batch for every size (default: per size, 16/2/1).")
 flags.DEFINE_integer("repeats", None, "Timed calls per measurement (default: 5/3/2 by size).")
@@ -58,7 +58,6 @@ flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measure
 flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "--suite=devices: device counts.")
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
-SAMPLING_MODULE = "pixel_rnn_jax.sampling_benchmark"
 
 
 def _parse_unrolls(values: list[str]) -> list[recurrence.Unroll]:
@@ -83,10 +82,10 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
         unroll_values = FLAGS.unroll
     if quick and FLAGS["sizes"].present:
         sizes = FLAGS.sizes
-    _check_choices(FLAGS.models, benchmarking.MODEL_NAMES, "models")
-    _check_choices(sizes, [str(s) for s in benchmarking.SIZES], "sizes")
+    _check_choices(FLAGS.models, scan.MODEL_NAMES, "models")
+    _check_choices(sizes, [str(s) for s in scan.SIZES], "sizes")
     repeats = FLAGS.repeats or (QUICK["repeats"] if quick else None)
-    peak = benchmarking.matmul_peak(FLAGS.peak_size)
+    peak = scan.matmul_peak(FLAGS.peak_size)
     log(f"matmul peak ({FLAGS.peak_size}^2 float32): {peak['gflops']:.1f} GFLOP/s")
     rows, start = [], time.perf_counter()
     for size in sizes:
@@ -95,7 +94,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
         big = size in ("32", "64") and not quick and not FLAGS["unroll"].present
         unrolls = FLAGS.unroll_big if big else unroll_values
         budget = FLAGS.time_budget_s - (time.perf_counter() - start)
-        rows += benchmarking.benchmark_scan(
+        rows += scan.benchmark_scan(
             FLAGS.models,
             [int(size)],
             _parse_unrolls(unrolls),
@@ -112,7 +111,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
         "flops": (
             "model FLOPs per image are analytic (2 x multiply-adds of every conv/matmul, "
             "masked kernels by their nonzero entries, real pixels only); a train step counts "
-            f"{benchmarking.TRAIN_FLOPS_PER_FORWARD_FLOP}x forward. XLA's cost_analysis counts "
+            f"{scan.TRAIN_FLOPS_PER_FORWARD_FLOP}x forward. XLA's cost_analysis counts "
             "a while-loop body once (kept in the JSON as xla_train_flops_per_image)"
         ),
         "memory": "peak MiB = argument + output + temp - alias from memory_analysis()",
@@ -122,7 +121,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
         ),
         "notes": "; ".join(
             f"{s.image_size}x{s.image_size} {s.name}: {s.note}"
-            for s in benchmarking.SIZES.values()
+            for s in scan.SIZES.values()
             if s.note
         ),
     }
@@ -130,23 +129,15 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
 
 
 def run_sampling(quick: bool, log) -> tuple[dict, list[dict]]:
-    """The sampling suite: `pixel_rnn_jax.sampling_benchmark` (a clear error if it is absent)."""
-    if importlib.util.find_spec(SAMPLING_MODULE) is None:
-        raise app.UsageError(
-            f"--suite=sampling needs {SAMPLING_MODULE}.benchmark_sampling(...) -> list[dict], "
-            "which does not exist yet."
-        )
-    module = importlib.import_module(SAMPLING_MODULE)
-    rows = module.benchmark_sampling(quick=quick, log=log)
+    """The sampling suite: `benchmarks.sampling.benchmark_sampling` (naive vs cached)."""
+    rows = sampling.benchmark_sampling(quick=quick, log=log)
     columns = [(key, lambda r, key=key: str(r.get(key, ""))) for key in rows[0]] if rows else []
     return {"title": "Sampling", "columns": columns}, rows
 
 
 def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
-    """The devices suite: `pixel_rnn_jax.device_scaling` (one child process per row)."""
-    from pixel_rnn_jax import device_scaling  # noqa: PLC0415
-
-    return device_scaling.run_suite(
+    """The devices suite: `benchmarks.devices` (one child process per row)."""
+    return devices.run_suite(
         quick=quick,
         log=log,
         # --models defaults to all three for the scan suite; here the default is the Row LSTM.
@@ -167,10 +158,10 @@ def main(argv):
     os.makedirs(FLAGS.output, exist_ok=True)
     start = time.perf_counter()
     # The machine may be shared: the load before and after the run says how much.
-    load_at_start = benchmarking.machine_info()["load_average"]
+    load_at_start = scan.machine_info()["load_average"]
     header, rows = SUITES[FLAGS.suite](FLAGS.quick, logging.info)
     header = {
-        "machine": {**benchmarking.machine_info(), "load_average_at_start": load_at_start},
+        "machine": {**scan.machine_info(), "load_average_at_start": load_at_start},
         "command": "python -m experiments.benchmark " + shlex.join(present_flags()),
         "suite": FLAGS.suite,
         "quick": FLAGS.quick,
@@ -182,10 +173,10 @@ def main(argv):
         "_quick" if FLAGS.quick else ""
     )
     base = os.path.join(FLAGS.output, name)
-    benchmarking.write_json(base + ".json", header, rows)
+    scan.write_json(base + ".json", header, rows)
     if columns is not None:
         header["columns"] = columns
-    benchmarking.write_markdown(base + ".md", header, rows)
+    scan.write_markdown(base + ".md", header, rows)
     logging.info("Wrote %s.json and %s.md in %.0f s", base, base, header["wall_s"])
 
 

@@ -3,7 +3,7 @@
 Traces a few calls of the benchmark's train step (`experiments/benchmark.py`'s step, unroll
 1) with `jax.profiler` and prints, per model, the milliseconds per step by XLA operation
 kind, inside vs outside the recurrence loops, and by model scope (forward/backward). CPU
-traces only (XLA:CPU's worker-thread events); see `pixel_rnn_jax/profiling.py`.
+traces only (XLA:CPU's worker-thread events); see `experiments/benchmarks/profiling.py`.
 
 Example:
   python -m experiments.profile_step --models=row_lstm,diagonal_bilstm --size=28 \\
@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_list("models", ["row_lstm", "diagonal_bilstm"], "Models to profile.")
-flags.DEFINE_enum("size", "28", ["8", "28", "32", "64"], "Benchmark size (see benchmarking).")
+flags.DEFINE_enum("size", "28", ["8", "28", "32", "64"], "Benchmark size (see benchmarks/scan.py).")
 flags.DEFINE_integer("batch_size", None, "Batch (default: the benchmark's for the size).")
 flags.DEFINE_integer("calls", 5, "Traced train steps (after 2 untimed).", lower_bound=1)
 flags.DEFINE_string("output", None, "Also write the tables to this Markdown file.")
@@ -28,7 +28,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import jax  # noqa: PLC0415 - after flag parsing, so that --help stays fast
 
-    from pixel_rnn_jax import benchmarking, metric_logging, profiling  # noqa: PLC0415
+    from experiments.benchmarks import profiling, scan  # noqa: PLC0415
+    from pixel_rnn_jax import metric_logging  # noqa: PLC0415
 
     metric_logging.quiet_library_info_logs()
     if jax.default_backend() != "cpu":
@@ -36,9 +37,9 @@ def main(argv):
             f"profile_step reads XLA:CPU traces; this process runs on {jax.default_backend()} "
             "(use JAX_PLATFORMS=cpu, or TensorBoard's profile plugin on accelerators)."
         )
-    unknown = sorted(set(FLAGS.models) - set(benchmarking.MODEL_NAMES))
+    unknown = sorted(set(FLAGS.models) - set(scan.MODEL_NAMES))
     if unknown:
-        raise app.UsageError(f"Unknown models {unknown}; choose from {benchmarking.MODEL_NAMES}.")
+        raise app.UsageError(f"Unknown models {unknown}; choose from {scan.MODEL_NAMES}.")
     argv_flags = [a for a in sys.argv[1:] if a.startswith("--")]
     sections = []
     for name in FLAGS.models:
@@ -48,7 +49,7 @@ def main(argv):
         sections.append(profiling.format_summary(summary))
         print(sections[-1], flush=True)
     if FLAGS.output:
-        machine = benchmarking.machine_info()
+        machine = scan.machine_info()
         header = (
             "# Train-step profiles\n\n"
             f"- command: python -m experiments.profile_step {shlex.join(argv_flags)}\n"

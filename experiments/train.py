@@ -56,9 +56,9 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices",
     None,
     "Split the CPU into this many XLA devices and train data-parallel over them (one per "
-    "core is fastest: XLA:CPU runs a recurrence's small per-step kernels on one core, so "
-    "on 2 cores 2 devices trained the MNIST Row LSTM 1.20x and the Diagonal BiLSTM 1.22x "
-    "faster). Ignored when an accelerator is present; the global batch must divide evenly.",
+    "core is fastest: XLA:CPU runs a recurrence's small per-step kernels on one core; "
+    "measured speed-ups in WORKSPACE_NOTES.md). Ignored when an accelerator is present; "
+    "the global batch must divide evenly.",
     lower_bound=1,
 )
 flags.mark_flags_as_required(["config"])

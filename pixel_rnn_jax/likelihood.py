@@ -1,4 +1,9 @@
-"""Exact discrete log-likelihoods in nats, and bits per dimension."""
+"""Exact discrete log-likelihoods in nats, and bits per dimension.
+
+`log_likelihood(model.apply(variables, x), x, num_levels)` is log p(x) for every model,
+the multi-scale one included; `multiscale_log_likelihood_parts` splits the multi-scale
+model's log p(x) into its two networks' terms.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from pixel_rnn_jax.models import multiscale
+from pixel_rnn_jax.nn import layers
 
 
 def log_prob_per_dim(logits: jax.Array, images: jax.Array, num_levels: int) -> jax.Array:
@@ -36,3 +44,38 @@ def log_likelihood(logits: jax.Array, images: jax.Array, num_levels: int) -> jax
 def nll_bits_per_dim(nll_nats: jax.Array | float, num_dims: int) -> jax.Array | float:
     """Negative log-likelihood in nats per image -> bits per dimension (sub-pixel)."""
     return nll_nats / (num_dims * math.log(2.0))
+
+
+def multiscale_log_likelihood_parts(
+    model: multiscale.MultiScalePixelRNN, variables, images: jax.Array
+):
+    """The two terms of log p(x), each computed by its own network alone.
+
+    Args:
+      model: a MultiScalePixelRNN.
+      variables: its variables.
+      images: integer `[batch, height, width, channels]` in [0, num_levels).
+
+    Returns:
+      (log p_small(s), log p_cond(rest | s)), each `[batch]` in nats; their sum equals
+      `log_likelihood(model.apply(variables, images), images, num_levels)`.
+    """
+    images = jnp.asarray(images)
+    layers.validate_images(images, model.num_channels, model.num_levels)
+    levels, f = model.num_levels, model.factor
+    small_images = multiscale.subsample(images, f)
+    small_logits = model.apply(
+        variables, small_images, method=multiscale.MultiScalePixelRNN.small_logits
+    )
+    small_ll = log_likelihood(small_logits, small_images, levels)
+    inputs = layers.preprocess_images(images, levels)
+    conditional_logits = model.apply(
+        variables,
+        inputs,
+        multiscale.subsample(inputs, f),
+        method=multiscale.MultiScalePixelRNN.conditional_logits,
+    )
+    per_dim = log_prob_per_dim(conditional_logits, images, levels)
+    off_grid = ~multiscale.grid_mask(images.shape[1], images.shape[2], f)
+    conditional_ll = jnp.sum(jnp.where(off_grid[None, :, :, None], per_dim, 0.0), axis=(1, 2, 3))
+    return small_ll, conditional_ll

@@ -18,10 +18,10 @@ import logging as std_logging
 import math
 import os
 import sys
-import time
 from collections.abc import Mapping
 
 import numpy as np
+import tqdm
 from PIL import Image
 
 METRICS_FILE = "metrics.jsonl"
@@ -116,21 +116,32 @@ def to_uint8(images: np.ndarray, num_levels: int) -> np.ndarray:
     return (images.astype(np.int64) * 255 // (num_levels - 1)).astype(np.uint8)
 
 
-def make_grid(images: np.ndarray, num_columns: int | None = None, padding: int = 1) -> np.ndarray:
+def make_grid(
+    images: np.ndarray, num_columns: int | None = None, padding: int = 1, scale: int = 1
+) -> np.ndarray:
     """Tiles uint8 images `[n, height, width, channels]` into one `[H', W', channels]` image.
+
+    At one screen pixel per image pixel a grid of 28x28 digits is too small to read, so the
+    runner writes its grids upscaled (`train.image_scale`): every image pixel becomes a
+    `scale x scale` block (nearest neighbour, no blur that would hide binarized pixels),
+    while the separators stay `padding` pixels thin.
 
     Args:
       images: uint8 `[n, height, width, channels]`, channels 1 or 3.
       num_columns: images per row; default the smallest square that holds n.
       padding: pixels of mid-grey between tiles.
+      scale: integer upscaling factor of every tile (>= 1).
 
     Returns:
-      uint8 `[rows * (height + padding) + padding, columns * (width + padding) + padding,
-      channels]`.
+      uint8 `[rows * (scale * height + padding) + padding,
+      columns * (scale * width + padding) + padding, channels]`.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images must be [n, height, width, 1 or 3], got {images.shape}")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, height, width, channels = images.shape
     columns = num_columns or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / columns))
@@ -182,7 +193,11 @@ def format_duration(seconds: float) -> str:
 
 
 class ProgressBar:
-    """A one-line progress bar on stdout, active only when stdout is a terminal."""
+    """The training progress bar: tqdm on stdout, active only when stdout is a terminal.
+
+    A thin wrapper so that the loop can set the step directly (a resumed run starts past 0)
+    and clear the bar before a log line.
+    """
 
     def __init__(self, total: int, *, enabled: bool = True, stream=None, min_interval: float = 0.5):
         """Creates the bar.
@@ -193,32 +208,34 @@ class ProgressBar:
           stream: output stream (default sys.stdout); the bar is off unless it is a TTY.
           min_interval: seconds between redraws.
         """
-        self._stream = stream or sys.stdout
-        self._total = max(1, total)
-        self._enabled = enabled and hasattr(self._stream, "isatty") and self._stream.isatty()
-        self._min_interval = min_interval
-        self._last_draw = 0.0
-        self._drawn = False
+        stream = stream or sys.stdout
+        active = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self._bar = tqdm.tqdm(
+            total=max(1, total),
+            file=stream,
+            disable=not active,
+            mininterval=min_interval,
+            leave=False,
+            unit="step",
+            dynamic_ncols=True,
+            bar_format=(
+                "{percentage:3.0f}%|{bar:30}| {n_fmt}/{total_fmt} {desc} "
+                "[{elapsed}<{remaining}, {rate_fmt}]"
+            ),
+        )
 
     def update(self, step: int, suffix: str = ""):
-        """Redraws the bar at `step` (rate-limited)."""
-        now = time.monotonic()
-        if not self._enabled or now - self._last_draw < self._min_interval:
-            return
-        self._last_draw = now
-        width = 30
-        filled = int(width * min(step, self._total) / self._total)
-        bar = "#" * filled + "-" * (width - filled)
-        self._stream.write(f"\r[{bar}] {step}/{self._total} {suffix}\033[K")
-        self._stream.flush()
-        self._drawn = True
+        """Moves the bar to `step` with `suffix` (e.g. the loss) after the count."""
+        self._bar.set_description_str(suffix, refresh=False)
+        self._bar.update(step - self._bar.n)
 
     def clear(self):
         """Erases the bar so that a log line starts on a clean line."""
-        if self._enabled and self._drawn:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
-            self._drawn = False
+        self._bar.clear()
+
+    def close(self):
+        """Removes the bar for good (at the end of the run)."""
+        self._bar.close()
 
 
 # Orbax warns on every save without metrics; the runner saves without them on purpose

@@ -47,21 +47,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_global_batch(global_batch_size: int, mesh: Mesh, what: str = "train.batch_size"):
-    """Raises ValueError unless the global batch splits evenly over the mesh's devices."""
-    num_devices = mesh.devices.size
-    if global_batch_size <= 0 or global_batch_size % num_devices:
-        below = global_batch_size // num_devices * num_devices
-        nearest = " or ".join(str(n) for n in (below, below + num_devices) if n > 0)
-        raise ValueError(
-            f"{what}={global_batch_size} must be a positive multiple of the number of devices "
-            f"({num_devices}: {jax.process_count()} process(es) x "
-            f"{jax.local_device_count()} local device(s)); it is the global batch, split "
-            f"evenly over every device. Set --config.{what} to a multiple of {num_devices} "
-            f"(nearest: {nearest})."
-        )
-
-
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree of host values (identical on every process) on all devices of `mesh`."""
     sharding = replicated_sharding(mesh)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from pixel_rnn_jax import diagonal_lstm
+from pixel_rnn_jax.models import diagonal_lstm
 
 
 def sigmoid(z):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pixel_rnn_jax import layers, masks
+from pixel_rnn_jax.nn import layers, masks
 
 
 @pytest.mark.parametrize("kernel_size,mask_type", [((3, 3), "A"), ((1, 3), "B"), ((1, 1), "B")])

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pixel_rnn_jax import diagonal_lstm, row_lstm
-from pixel_rnn_jax.lstm_cell import lstm_cell, lstm_recurrence, lstm_sweep
+from pixel_rnn_jax.models import diagonal_lstm, row_lstm
+from pixel_rnn_jax.nn.lstm_cell import lstm_cell, lstm_recurrence, lstm_sweep
 
 
 def test_gates_o_f_i_sigmoid_and_g_tanh():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pixel_rnn_jax import masks
+from pixel_rnn_jax.nn import masks
 
 
 def test_feature_groups_are_contiguous_and_channel_major():

@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pixel_rnn_jax import metric_logging
@@ -44,6 +45,17 @@ def test_grid_png_round_trip(tmp_path):
     writer.close()
     assert path.endswith("samples_00000007.png")
     np.testing.assert_array_equal(np.asarray(Image.open(path)), grid[..., 0])
+
+
+def test_grid_upscales_each_pixel_to_a_block_and_keeps_thin_separators():
+    images = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3, 1) * 10  # two 2x3 images
+    grid = metric_logging.make_grid(images, num_columns=2, padding=1, scale=3)
+    assert grid.shape == (1 + 3 * 2 + 1, 1 + 2 * (3 * 3 + 1), 1)
+    first = grid[1:7, 1:10, 0]  # the first image, every pixel a 3x3 block
+    np.testing.assert_array_equal(first, np.kron(images[0, :, :, 0], np.ones((3, 3), np.uint8)))
+    assert (grid[:, 10, 0] == 128).all()  # the separator between the two stays 1 pixel
+    with pytest.raises(ValueError, match="scale"):
+        metric_logging.make_grid(images, scale=0)
 
 
 def test_completion_panels_hide_the_bottom_half_of_the_given_image():

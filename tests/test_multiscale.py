@@ -10,7 +10,10 @@ from model_probes import tiny_model_config
 
 from experiments import configs
 from experiments.configs import base
-from pixel_rnn_jax import layers, likelihood, models, multiscale, sampling, train
+from pixel_rnn_jax import likelihood, models, sampling, train
+from pixel_rnn_jax.models import multiscale
+from pixel_rnn_jax.nn import layers
+from pixel_rnn_jax.sampling.multiscale import sample_multiscale
 
 BODIES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 HEIGHT, WIDTH, CHANNELS, LEVELS = 6, 4, 3, 256  # non-square RGB, every position probed
@@ -128,7 +131,7 @@ def test_joint_log_likelihood_equals_the_sum_of_its_parts_and_grid_logits_are_sm
         small = model.small.apply(
             multiscale.small_variables(variables), multiscale.subsample(images, 2)
         )
-        parts = multiscale.log_likelihood_parts(model, variables, images)
+        parts = likelihood.multiscale_log_likelihood_parts(model, variables, images)
         return logits, small, parts
 
     logits, small_logits, (small_ll, conditional_ll) = compute(variables, images)
@@ -160,7 +163,7 @@ def test_joint_loss_gradient_is_each_parts_own_gradient():
         return -jnp.mean(likelihood.log_likelihood(logits, images, LEVELS))
 
     def parts_nll(params):  # [2]: each part's NLL computed by its own network alone
-        parts = multiscale.log_likelihood_parts(model, {"params": params}, images)
+        parts = likelihood.multiscale_log_likelihood_parts(model, {"params": params}, images)
         return -jnp.stack([jnp.mean(parts[0]), jnp.mean(parts[1])])
 
     gradients = jax.jit(lambda p: (jax.grad(joint_nll)(p), jax.jacrev(parts_nll)(p)))
@@ -188,7 +191,7 @@ def test_completion_keeps_the_given_rows_and_samples_the_small_image_first(sampl
     model, variables, images = sampler_setup
     rng = jax.random.PRNGKey(4)
     start = 3 * WIDTH * CHANNELS  # the top 3 rows are given: s's top 2 rows too
-    out = multiscale.sample(model, variables, rng, images, start=start, method="naive")
+    out = sample_multiscale(model, variables, rng, images, start=start, method="naive")
     assert out.shape == images.shape and out.dtype == jnp.int32
     np.testing.assert_array_equal(out[:, :3], images[:, :3])
     assert (out[:, 3:] != images[:, 3:]).any()
@@ -217,8 +220,8 @@ def test_cached_and_naive_sampling_draw_the_same_images(conditional_name):
     images = jax.random.randint(jax.random.PRNGKey(8), (2, HEIGHT, WIDTH, CHANNELS), 0, LEVELS)
     rng = jax.random.PRNGKey(9)
     for start in (0, 3 * WIDTH * CHANNELS + 1):
-        cached = multiscale.sample(model, variables, rng, images, start=start, method="cached")
-        naive = multiscale.sample(model, variables, rng, images, start=start, method="naive")
+        cached = sample_multiscale(model, variables, rng, images, start=start, method="cached")
+        naive = sample_multiscale(model, variables, rng, images, start=start, method="naive")
         np.testing.assert_array_equal(cached, naive, err_msg=f"start={start}")
         flat = np.asarray(cached).reshape(2, -1)
         np.testing.assert_array_equal(flat[:, :start], np.asarray(images).reshape(2, -1)[:, :start])
@@ -229,7 +232,7 @@ def test_greedy_samples_are_the_argmax_of_each_parts_logits(sampler_setup):
     # logits on the finished image (causality makes them the logits the sampler saw) checks
     # the order, s first and then the rest given the whole of s.
     model, variables, images = sampler_setup
-    out = multiscale.sample(model, variables, jax.random.PRNGKey(5), images, temperature=1e-6)
+    out = sample_multiscale(model, variables, jax.random.PRNGKey(5), images, temperature=1e-6)
     inputs = layers.preprocess_images(out, LEVELS)
     small_inputs = multiscale.subsample(inputs, 2)
     conditional = _conditional(model, variables, inputs, small_inputs)

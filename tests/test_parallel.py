@@ -30,7 +30,7 @@ def _run_checks() -> dict:
     import optax
 
     from experiments import configs
-    from pixel_rnn_jax import models, parallel, train
+    from pixel_rnn_jax import data, models, parallel, train
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     config = configs.get_config("row_lstm_mnist_smoke")
@@ -59,7 +59,7 @@ def _run_checks() -> dict:
 
     # Reference without shard_map: plain autodiff of the global-batch mean NLL.
     def loss_fn(params, images):
-        nll = train._nll_per_image(params, images, model=model, num_levels=2)
+        nll = train.nll_per_image(params, images, model=model, num_levels=2)
         return nll.mean()
 
     params, opt_state, ref_norms = host_state.params, host_state.opt_state, []
@@ -88,7 +88,7 @@ def _run_checks() -> dict:
         evals.append({k: float(v) for k, v in jax.device_get(out).items()})
 
     try:
-        parallel.check_global_batch(12, mesh8)
+        data.check_global_batch(12, mesh8.devices.size, 1, what="train.batch_size")
         batch_error = ""
     except ValueError as error:
         batch_error = str(error)

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from pixel_rnn_jax.pixelcnn import PixelCNNBlock
+from pixel_rnn_jax.models.pixelcnn import PixelCNNBlock
 
 
 def test_block_keeps_shape_and_adds_its_input():

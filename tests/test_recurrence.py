@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pixel_rnn_jax import recurrence
+from pixel_rnn_jax.nn import recurrence
 
 
 def step(carry, x):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 
-from pixel_rnn_jax import row_lstm
+from pixel_rnn_jax.models import row_lstm
 
 
 def numpy_row_lstm(input_gates, state_kernel):

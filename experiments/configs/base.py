@@ -111,11 +111,14 @@ def get_config() -> ml_collections.ConfigDict:
     # of test images completed from their top half. 0 disables sampling during training.
     config.train.num_samples = 16
     # 'cached' (each layer's states cached: only what a new sub-pixel changes is recomputed;
-    # 6x faster for 16 MNIST samples on CPU, identical draws) or 'naive' (one full forward
-    # pass per sub-pixel, the reference).
+    # identical draws, speed in WORKSPACE_NOTES.md) or 'naive' (one full forward pass per
+    # sub-pixel, the reference).
     config.train.sample_method = "cached"
     # Softmax / sigmoid temperature of the samples (1.0 samples the model's distribution).
     config.train.sample_temperature = 1.0
+    # The PNG grids show every image pixel as an image_scale x image_scale block (nearest
+    # neighbour), so that a grid of 28x28 digits is readable; separators stay 1 pixel.
+    config.train.image_scale = 4
 
     config.lock()
     return config

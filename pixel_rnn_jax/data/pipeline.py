@@ -27,13 +27,20 @@ from pixel_rnn_jax.data.sources import open_split
 _STATE_FORMAT = "pixel_rnn_jax.data.TrainIterator/1"
 
 
-def check_global_batch(global_batch_size: int, num_devices: int, process_count: int) -> int:
+def check_global_batch(
+    global_batch_size: int, num_devices: int, process_count: int, what: str = "global_batch_size"
+) -> int:
     """Checks that a global batch splits evenly over devices and processes.
+
+    The one check of every batch size, used by the input pipeline and, before anything is
+    compiled, by the runner (for `train.batch_size` and `train.eval_batch_size`).
 
     Args:
         global_batch_size: Examples per step over all processes.
         num_devices: Devices over all processes (`jax.device_count()`).
         process_count: Number of processes (`jax.process_count()`).
+        what: The setting's name in the message; a `train.*` config field also gets the
+            override to fix it.
 
     Returns:
         The per-process batch size, `global_batch_size // process_count`.
@@ -50,14 +57,15 @@ def check_global_batch(global_batch_size: int, num_devices: int, process_count: 
     # num_devices is a multiple of process_count, so it is the step of valid sizes.
     if global_batch_size <= 0 or global_batch_size % num_devices:
         below = (global_batch_size // num_devices) * num_devices
-        nearest = [n for n in (below, below + num_devices) if n > 0]
-        raise ValueError(
-            f"global_batch_size={global_batch_size} cannot be split evenly over "
-            f"{num_devices} devices in {process_count} process(es): it must be a positive "
-            f"multiple of {num_devices}. Nearest valid sizes: "
-            + " or ".join(str(n) for n in nearest)
-            + "."
+        nearest = " or ".join(str(n) for n in (below, below + num_devices) if n > 0)
+        message = (
+            f"{what}={global_batch_size} cannot be split evenly over {num_devices} devices "
+            f"in {process_count} process(es): it is the global batch, so it must be a "
+            f"positive multiple of {num_devices}. Nearest valid sizes: {nearest}."
         )
+        if what.startswith("train."):
+            message += f" Set --config.{what} to a multiple of {num_devices} (nearest: {nearest})."
+        raise ValueError(message)
     return global_batch_size // process_count
 
 

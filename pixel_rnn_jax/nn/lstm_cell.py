@@ -6,13 +6,11 @@ Gate pre-activations are laid out gate-major: `[..., 4 * hidden]` = o, f, i, g b
 sweep. Autodiff of `lax.scan` saves about fifteen per-step intermediates (every elementwise
 result of the cell) and accumulates the state-to-state kernel gradient inside the reverse
 loop; the custom VJP saves h, c and the four gate activations, and computes the kernel
-gradient as one matmul after the sweep. Measured on CPU at the binarized-MNIST sizes (7
-layers, h=16, batch 16, unroll 1, same process): train-step temp memory 153 -> 126 MiB
-(Row LSTM) and 416 -> 298 MiB (Diagonal BiLSTM) at unchanged step time. The per-step work
-is then written for XLA:CPU, where a sweep step is a handful of small kernels: one
-activation expression for all four gates (`gate_activations`), and a backward sweep that
-carries the cell state instead of reading a shifted copy of all cells (Row LSTM train step
-146 -> 130 ms, Diagonal BiLSTM 454 -> 419 ms). See WORKSPACE_NOTES.md, benchmark section.
+gradient as one matmul after the sweep: less temporary memory at the same step time.
+The per-step work is then written for XLA:CPU, where a sweep step is a handful of small
+kernels: one activation expression for all four gates (`gate_activations`), and a backward
+sweep that carries the cell state instead of reading a shifted copy of all cells. The
+measured effect of each is in WORKSPACE_NOTES.md ("Scan vs unrolled benchmark").
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from pixel_rnn_jax import recurrence
+from pixel_rnn_jax.nn import recurrence
 
 NUM_GATES = 4
 

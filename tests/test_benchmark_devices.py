@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from pixel_rnn_jax import benchmarking, device_scaling
+from experiments.benchmarks import devices as device_scaling
+from experiments.benchmarks import scan as benchmarking
 
 TINY = {
     "num_layers": 1,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pixel_rnn_jax import profiling
+from experiments.benchmarks import profiling
 
 
 def test_self_time_takes_nested_events_off_their_innermost_parent():

@@ -20,8 +20,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import tqdm
 
-from pixel_rnn_jax import benchmarking, models, sampling
+from experiments.benchmarks import scan
+from pixel_rnn_jax import models, sampling
 
 MODEL_NAMES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 
@@ -96,7 +98,7 @@ def benchmark_case(
     temperature = jnp.float32(1.0)
     total = case.height * case.width * case.channels
     jitted = sampling.JITTED_SAMPLERS[case.method]
-    compiled, compile_s = benchmarking.compile_timed(
+    compiled, compile_s = scan.compile_timed(
         jitted, model, variables, rng, images, jnp.int32(0), temperature
     )
 
@@ -110,14 +112,14 @@ def benchmark_case(
         positions = min(naive_positions, total)
         # Warm up on one position: a naive position costs the same wherever it is.
         jax.block_until_ready(run_from(total - 1)())
-        timing = benchmarking.time_calls(run_from(total - positions), repeats, warmup=0)
+        timing = scan.time_calls(run_from(total - positions), repeats, warmup=0)
         if positions < total and timing.median * total / positions > naive_full_budget_s:
             scale = total / positions
             timed = f"last {positions} of {total} positions, x{scale:.3g}"
         else:
-            timing = benchmarking.time_calls(run_from(0), repeats, warmup=0)
+            timing = scan.time_calls(run_from(0), repeats, warmup=0)
     else:
-        timing = benchmarking.time_calls(run_from(0), repeats, warmup=1)
+        timing = scan.time_calls(run_from(0), repeats, warmup=1)
     seconds = timing.median * scale
     return {
         "model": case.model,
@@ -187,7 +189,8 @@ def benchmark_sampling(
     repeats = repeats or (2 if quick else 3)
     naive_positions = naive_positions or (4 if quick else 8)
     rows = []
-    for index, case in enumerate(cases):
+    bar = tqdm.tqdm(cases, desc="sampling suite", unit="case", disable=None)  # on a TTY
+    for index, case in enumerate(bar):
         log("sampling benchmark %d/%d: %s", index + 1, len(cases), case)
         row = benchmark_case(
             case,

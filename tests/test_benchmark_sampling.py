@@ -2,8 +2,8 @@
 
 import pytest
 
-from pixel_rnn_jax import sampling_benchmark
-from pixel_rnn_jax.sampling_benchmark import SamplingCase
+from experiments.benchmarks import sampling as sampling_benchmark
+from experiments.benchmarks.sampling import SamplingCase
 
 TINY = {"num_layers": 1, "hidden_dim": 4, "output_dim": 4}
 

@@ -22,8 +22,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from pixel_rnn_jax import layers, recurrence
-from pixel_rnn_jax.lstm_cell import NUM_GATES, lstm_cell, lstm_sweep
+from pixel_rnn_jax.models import residual
+from pixel_rnn_jax.nn import incremental, layers, recurrence
+from pixel_rnn_jax.nn.lstm_cell import NUM_GATES, lstm_cell, lstm_sweep
+
+KIND = "diagonal_bilstm"  # the model name in the registry and the prefix of its units' names
+# Parameter names inside a DiagonalBiLSTMLayer, shared by the layer and its cached body.
+LEFT_INPUT = "left_to_right_input"  # mask-B 1x1 input-to-state, left-to-right direction
+RIGHT_INPUT = "right_to_left_input"  # the same for the right-to-left direction
+RIGHT_CONTEXT = "right_to_left_context"  # full_context only: unmasked 1x1 of the image
+LEFT_CONDITIONING = "left_to_right_conditioning"  # multi-scale only: unmasked 1x1s of the
+RIGHT_CONDITIONING = "right_to_left_conditioning"  # conditioning map, one per direction
+STATE_TO_STATE = "state_to_state"  # [2, 2h, 4h]: the 2 x 1 column kernels, left then right
 
 
 def skew(x: jax.Array) -> jax.Array:
@@ -173,9 +183,9 @@ def valid_columns(height: int, width: int) -> np.ndarray:
 
 
 # `sweep_columns`' default phases: at most MAX_PHASES, each at least MIN_PHASE_STEPS columns
-# long (every phase is one more loop to compile). MNIST-size train step, one process,
-# interleaved: 1 / 2 / 4 / 6 / 8 phases 317 / 309 / 270 / 249 / 249 ms, compile 2.5 / 3.4 /
-# 6.7 / 9.3 / 11.7 s.
+# long (every phase is one more loop to compile; more phases skip more empty rows). The
+# trade-off was measured at the MNIST size (WORKSPACE_NOTES.md, "Scan vs unrolled
+# benchmark"): beyond 6 phases the step got no faster while compile time kept growing.
 MAX_PHASES = 6
 MIN_PHASE_STEPS = 8
 
@@ -185,7 +195,8 @@ def default_num_phases(height: int, width: int, unroll: recurrence.Unroll = 1) -
 
     A scan unrolled k times compiles k steps per loop, so with an integer unroll k the
     phases are divided by k: phases times unroll would multiply the program (a 32x32
-    Diagonal BiLSTM at unroll 8 with 6 phases took 304 s to compile). A full unroll or a
+    Diagonal BiLSTM at unroll 8 with 6 phases took minutes to compile; WORKSPACE_NOTES.md).
+    A full unroll or a
     Python loop compiles every step once however the steps are grouped.
     """
     phases = max(1, min(MAX_PHASES, (width + height - 1) // MIN_PHASE_STEPS))
@@ -329,7 +340,7 @@ def bilstm_over_columns(
     """
     # Two independent recurrences rather than one vmapped over the direction: vmap turns the
     # sweeps' matmuls into batched dots with transposes and needs the directions' inputs
-    # stacked (two loops: 406 -> 364 ms per MNIST-size train step, see WORKSPACE_NOTES.md).
+    # stacked (two loops were faster; measured in WORKSPACE_NOTES.md).
     left, right = (
         from_columns(sweep_columns(columns, kernel, width, unroll), width)
         for kernel, columns in ((state_kernels[0], left_columns), (state_kernels[1], right_columns))
@@ -375,30 +386,30 @@ class DiagonalBiLSTMLayer(nn.Module):
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
         )
-        left_gates = input_to_state(name="left_to_right_input")(left_columns)
-        right_gates = input_to_state(name="right_to_left_input")(right_columns)
+        left_gates = input_to_state(name=LEFT_INPUT)(left_columns)
+        right_gates = input_to_state(name=RIGHT_INPUT)(right_columns)
         if self.full_context:
             if context is None:
                 raise ValueError("full_context=True needs the image as `context`.")
             right_gates = right_gates + nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name="right_to_left_context"
+                NUM_GATES * self.hidden_dim, use_bias=False, name=RIGHT_CONTEXT
             )(to_columns(context[:, :, ::-1]))
         if conditioning is not None:
             # Unmasked 1x1s: the map holds no pixel of x.
             conditioning_1x1 = functools.partial(
                 nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False
             )
-            left_gates = left_gates + conditioning_1x1(name="left_to_right_conditioning")(
+            left_gates = left_gates + conditioning_1x1(name=LEFT_CONDITIONING)(
                 to_columns(conditioning)
             )
-            right_gates = right_gates + conditioning_1x1(name="right_to_left_conditioning")(
+            right_gates = right_gates + conditioning_1x1(name=RIGHT_CONDITIONING)(
                 to_columns(conditioning[:, :, ::-1])
             )
         # Off the image the skewed input is zero but the bias is not: `sweep_columns` treats
         # those gates as zero, so that states there stay zero (the first column reads its
         # left neighbour from them).
         state_kernels = self.param(
-            "state_to_state",
+            STATE_TO_STATE,
             nn.initializers.lecun_normal(batch_axis=(0,)),  # one kernel per direction
             (2, 2 * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
@@ -406,3 +417,150 @@ class DiagonalBiLSTMLayer(nn.Module):
         hidden = bilstm_over_columns(left_gates, right_gates, state_kernels, width, self.unroll)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
+
+
+def make_unit(model: nn.Module, index: int) -> nn.Module:
+    """Residual unit `index` of a Diagonal BiLSTM `PixelRNN` (`diagonal_bilstm_<index>`)."""
+    layer = DiagonalBiLSTMLayer(
+        model.hidden_dim,
+        num_groups=model.num_channels,
+        unroll=model.unroll,
+        full_context=model.full_context,
+        parent=None,
+    )
+    return residual.recurrent_unit(model, KIND, index, layer)
+
+
+# ---------------------------------------------------------------------------------------
+# The cached body: the same layer one pixel at a time (see `sampling.cached`). Per layer and
+# pixel: the left-to-right cell from the states at (i - 1, j) and (i, j - 1); once per
+# completed row, a right-to-left sweep of that row for every layer, whose output is what
+# the next row adds (the shift-down), O(1) per pixel amortised.
+
+
+def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params:
+    groups = model.num_channels
+    body = []
+    for unit in residual.unit_params(params, KIND, model.num_layers):
+        layer = unit[residual.LAYER]
+        context = layer.get(RIGHT_CONTEXT)
+        body.append(
+            {
+                "left_input": incremental.masked_dense(layer[LEFT_INPUT], groups, NUM_GATES),
+                "right_input": incremental.masked_dense(layer[RIGHT_INPUT], groups, NUM_GATES),
+                # [channels, 4h], full_context only: unmasked, since its output moves a row down.
+                "right_context": None if context is None else context["kernel"],
+                "left_conditioning": incremental.conditioning_kernel(layer, LEFT_CONDITIONING),
+                "right_conditioning": incremental.conditioning_kernel(layer, RIGHT_CONDITIONING),
+                "state_kernels": layer[STATE_TO_STATE],  # [2, 2h, 4h], left then right
+                "output": incremental.masked_dense(unit[residual.OUTPUT], groups),
+            }
+        )
+    return body
+
+
+def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
+    num_layers, h = model.num_layers, model.hidden_dim
+    zeros = lambda *shape: jnp.zeros((num_layers, batch, *shape), jnp.float32)
+    return {
+        # Left-to-right hidden states: written along the current row, read (as "above")
+        # along the next one.
+        "hidden": zeros(width, h),
+        "hidden_above": zeros(width, h),
+        # Left-to-right states at (i, j - 1): zeros left of the image.
+        "left_hidden": zeros(h),
+        "left_cell": zeros(h),
+        # Right-to-left hidden states of the previous row: added to the current row's output
+        # (the shift-down) and read as "above" by the next right-to-left sweep.
+        "right_hidden": zeros(width, h),
+        # Each layer's input along the current row, for the right-to-left sweep at its end.
+        "inputs": zeros(width, 2 * h),
+    }
+
+
+def _start_row(model: nn.Module, body_params, cache: incremental.Cache) -> incremental.Cache:
+    del model, body_params
+    zeros = jnp.zeros_like(cache["left_hidden"])
+    return {**cache, "hidden_above": cache["hidden"], "left_hidden": zeros, "left_cell": zeros}
+
+
+def _pixel(model, body_params, cache, x, column, conditioning):
+    above = incremental.at_column(cache["hidden_above"], column, axis=2)  # (i - 1, j)
+    right = incremental.at_column(cache["right_hidden"], column, axis=2)  # R-to-L at (i - 1, j)
+    hiddens, cells, inputs, outputs = [], [], [], []
+    for index, layer in enumerate(body_params):
+        input_gates = incremental.dense(layer["left_input"], x)
+        input_gates = incremental.add_conditioning(
+            input_gates, conditioning, layer["left_conditioning"]
+        )
+        hidden, cell = diagonal_lstm_cell(
+            layer["state_kernels"][0],
+            above[index],
+            cache["left_hidden"][index],
+            cache["left_cell"][index],
+            input_gates,
+        )
+        hiddens.append(hidden)
+        cells.append(cell)
+        inputs.append(x)
+        x = residual.residual(model, x, incremental.dense(layer["output"], hidden + right[index]))
+        outputs.append(x)
+    column_state = {
+        "hidden": jnp.stack(hiddens),
+        "cell": jnp.stack(cells),
+        "inputs": jnp.stack(inputs),
+    }
+    return column_state, outputs
+
+
+def _write(model: nn.Module, cache, column_state, column: jax.Array) -> incremental.Cache:
+    del model
+    return {
+        **cache,
+        "hidden": incremental.write_column(cache["hidden"], column_state["hidden"], column, 2),
+        "left_hidden": column_state["hidden"],
+        "left_cell": column_state["cell"],
+        "inputs": incremental.write_column(cache["inputs"], column_state["inputs"], column, 2),
+    }
+
+
+def _end_row(model, body_params, cache, image_row, conditioning_row):
+    """Sweeps the completed row right to left for every layer at once.
+
+    In image coordinates the right-to-left state at (i, j) reads (i - 1, j) above and
+    (i, j + 1) to its right, which is `diagonal_lstm_cell` on the mirrored row.
+    """
+    stack = lambda fn: jnp.stack([fn(layer) for layer in body_params])
+    gates = jnp.einsum(
+        "lbwi,lio->lbwo", cache["inputs"], stack(lambda p: p["right_input"]["kernel"])
+    )
+    gates = gates + stack(lambda p: p["right_input"]["bias"])[:, None, None]
+    if model.full_context:
+        context = stack(lambda p: p["right_context"])  # [L, channels, 4h]
+        gates = gates + jnp.einsum("bwc,lco->lbwo", image_row, context)
+    if conditioning_row is not None:
+        kernels = stack(lambda p: p["right_conditioning"])  # [L, c, 4h]
+        gates = gates + jnp.einsum("bwc,lco->lbwo", conditioning_row, kernels)
+    state_kernels = stack(lambda p: p["state_kernels"][1])  # [L, 2h, 4h]
+    cell_fn = jax.vmap(diagonal_lstm_cell)  # over layers
+
+    def step(carry, column_inputs):
+        right_hidden, right_cell = carry  # the states at (i, j + 1): [L, batch, h]
+        above, column_gates = column_inputs
+        hidden, cell = cell_fn(state_kernels, above, right_hidden, right_cell, column_gates)
+        return (hidden, cell), hidden
+
+    zeros = jnp.zeros_like(cache["right_hidden"][:, :, 0])
+    columns = (jnp.moveaxis(cache["right_hidden"], 2, 0), jnp.moveaxis(gates, 2, 0))
+    _, hidden = jax.lax.scan(step, (zeros, zeros), columns, reverse=True)  # right to left
+    return {**cache, "right_hidden": jnp.moveaxis(hidden, 0, 2)}
+
+
+CACHED_BODY = incremental.CachedBody(
+    prepare=_prepare,
+    init=_init,
+    start_row=_start_row,
+    pixel=_pixel,
+    write=_write,
+    end_row=_end_row,
+)

@@ -2,7 +2,7 @@
 
 XLA fixes the number of host-platform (CPU) devices when JAX starts
 (`XLA_FLAGS=--xla_force_host_platform_device_count=N`), so each measurement runs in its own
-child process: `measure(case)` starts `python -m pixel_rnn_jax.device_scaling '<case JSON>'`,
+child process: `measure(case)` starts `python -m experiments.benchmarks.devices '<case JSON>'`,
 which builds the runner's own data-parallel train step (`train.make_train_step`:
 `jax.jit(jax.shard_map(...))` with `lax.pmean`, RMSProp with gradient clipping) on a mesh of
 N devices, times it, and prints one JSON line that the parent parses. A `jax.pmap` variant
@@ -32,18 +32,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 RESULT_PREFIX = "DEVICE_SCALING_RESULT "
 DEFAULT_DEVICE_COUNTS = (1, 2, 4, 8)
 DEFAULT_BATCH_SIZES = (16, 64)
 METHODS = ("shard_map", "pmap")
 # The runner's optimiser settings of experiments/configs/base.py (Torch-style RMSProp).
-OPTIMIZER = {
-    "optimizer": "rmsprop",
-    "learning_rate": 1e-3,
-    "rmsprop_decay": 0.95,
-    "eps": 1e-8,
-    "grad_clip_norm": 100.0,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +109,16 @@ def measure(case: Case, *, timeout_s: float = 600) -> dict[str, Any]:
       the tail of the child's output) if it failed or ran past `timeout_s`.
     """
     case.check()
-    command = [sys.executable, "-m", "pixel_rnn_jax.device_scaling", json.dumps(asdict(case))]
+    command = [sys.executable, "-m", "experiments.benchmarks.devices", json.dumps(asdict(case))]
     start = time.perf_counter()
     try:
         out = subprocess.run(
-            command, env=child_env(case), capture_output=True, text=True, timeout=timeout_s
+            command,
+            env=child_env(case),
+            cwd=_REPO_ROOT,  # where `experiments` is importable
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
     except subprocess.TimeoutExpired as error:
         tail = (error.stderr or b"")[-1500:]
@@ -284,9 +284,9 @@ COLUMNS = (
 def run_case(case: Case) -> dict[str, Any]:
     """Builds and times the data-parallel train step on `case.num_devices` devices."""
     import jax
-    import ml_collections
     import numpy as np
 
+    from experiments.benchmarks import runner_step
     from pixel_rnn_jax import models, parallel, train
 
     case.check()
@@ -307,7 +307,7 @@ def run_case(case: Case) -> dict[str, Any]:
         unroll=case.unroll,
     )
     model = models.build_model(model_config)
-    tx = train.make_optimizer(ml_collections.ConfigDict(OPTIMIZER))
+    tx = runner_step.optimizer()
     shape = (case.image_size, case.image_size, 1)
     init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=shape)
     host_state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
@@ -371,7 +371,7 @@ def run_case(case: Case) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print(f"usage: python -m pixel_rnn_jax.device_scaling '<Case JSON>'\n{__doc__}")
+        print(f"usage: python -m experiments.benchmarks.devices '<Case JSON>'\n{__doc__}")
         return 2
     row = run_case(Case(**json.loads(argv[1])))
     print(RESULT_PREFIX + json.dumps(row), flush=True)

@@ -1,7 +1,7 @@
 """Where a train step's time goes: a `jax.profiler` trace, summed per XLA operation.
 
-`profile_train_step` traces a few calls of the benchmark's jitted train step
-(`benchmarking.make_train_step`) and reads the trace back with
+`profile_train_step` traces a few calls of the runner's own train step
+(`runner_step.runner_train_step`: clipping, metrics, `shard_map`) and reads the trace back with
 `jax.profiler.ProfileData`. On CPU every XLA thunk (a fusion, a matmul, a while loop) is
 an event on one of XLA:CPU's worker threads; nested events (a loop body's kernels inside
 the loop's event) are subtracted from their parent, so each operation gets its *self*
@@ -31,7 +31,8 @@ from collections.abc import Iterable
 import jax
 import numpy as np
 
-from pixel_rnn_jax import benchmarking, models
+from experiments.benchmarks import runner_step, scan
+from pixel_rnn_jax import models
 
 # Thread lines of XLA:CPU's worker pool in a host trace.
 CPU_WORKER_LINE = "XLAEigen"
@@ -147,26 +148,23 @@ def profile_train_step(
     name: str, image_size: int = 28, batch_size: int | None = None, calls: int = 5
 ) -> dict[str, object]:
     """Traces `calls` train steps of `name` at a benchmark size; returns `summarize(...)`."""
-    size = benchmarking.SIZES[image_size]
-    config = benchmarking.model_config(name, size, 1)
+    size = scan.SIZES[image_size]
+    config = scan.model_config(name, size, 1)
     model = models.build_model(config)
     batch_size = batch_size or size.batch_size
     rng = np.random.default_rng(0)
     shape = (batch_size, image_size, image_size, size.num_channels)
-    images = jax.numpy.asarray(rng.integers(0, size.num_levels, shape), jax.numpy.int32)
-    params = model.init(jax.random.PRNGKey(0), images)["params"]
-    tx = benchmarking.rmsprop()
-    opt_state = tx.init(params)
-    step = benchmarking.make_train_step(model, size.num_levels, tx)
-    compiled = step.lower(params, opt_state, images).compile()
+    images = rng.integers(0, size.num_levels, shape).astype(np.int32)
+    step, state, batch, key = runner_step.runner_train_step(model, size.num_levels, images)
+    compiled = step.lower(state, batch, key).compile()
     for _ in range(2):  # warm-up
-        params, opt_state, loss = compiled(params, opt_state, images)
-    jax.block_until_ready(loss)
+        state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(metrics)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(calls):
-                params, opt_state, loss = compiled(params, opt_state, images)
-                jax.block_until_ready(loss)
+                state, metrics = compiled(state, batch, key)
+                jax.block_until_ready(metrics)
         ops = read_trace(trace_dir)
     summary = summarize(ops, calls, hlo_scopes(compiled.as_text()))
     summary.update(model=name, image_size=image_size, batch_size=batch_size, calls=calls)

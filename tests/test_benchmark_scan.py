@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pixel_rnn_jax import benchmarking
+from experiments.benchmarks import scan as benchmarking
 
 
 def test_timing_statistics_of_known_samples():

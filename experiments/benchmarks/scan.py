@@ -19,7 +19,6 @@ its own:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -32,10 +31,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
+import tqdm
 
-from pixel_rnn_jax import likelihood, masks, models, recurrence
-from pixel_rnn_jax.lstm_cell import NUM_GATES
+from experiments.benchmarks import runner_step
+from pixel_rnn_jax import models
+from pixel_rnn_jax.nn import masks, recurrence
+from pixel_rnn_jax.nn.lstm_cell import NUM_GATES
 
 # ---------------------------------------------------------------------------------------
 # Timing
@@ -329,27 +330,6 @@ def recurrence_steps(name: str, size: SizeSpec) -> int:
     return 0
 
 
-def make_train_step(model, num_levels: int, tx: optax.GradientTransformation) -> Callable:
-    """A jitted `(params, opt_state, images) -> (params, opt_state, loss)`, state donated."""
-
-    def loss_fn(params, images):
-        logits = model.apply({"params": params}, images)
-        return -jnp.mean(likelihood.log_likelihood(logits, images, num_levels))
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, images):
-        loss, grads = jax.value_and_grad(loss_fn)(params, images)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return train_step
-
-
-def rmsprop() -> optax.GradientTransformation:
-    """Torch-style RMSProp (eps outside the square root), the paper's optimiser."""
-    return optax.rmsprop(1e-3, decay=0.95, eps=1e-8, eps_in_sqrt=False)
-
-
 def benchmark_one(
     name: str,
     size: SizeSpec,
@@ -361,7 +341,10 @@ def benchmark_one(
     peak_gflops: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Benchmarks one (model, size, unroll): forward and forward+backward+RMSProp update.
+    """Benchmarks one (model, size, unroll): forward, and the runner's train step.
+
+    The train step is the runner's own (`runner_step.runner_train_step`): forward,
+    backward, gradient clipping, RMSProp and the health metrics, on a one-device mesh.
 
     Returns:
       A row: compile seconds, Timing dicts, memory, images/s, FLOPs and FLOP/s.
@@ -369,24 +352,23 @@ def benchmark_one(
     config = model_config(name, size, unroll)
     model = models.build_model(config)
     shape = (batch_size, size.image_size, size.image_size, size.num_channels)
-    images = jax.random.randint(jax.random.PRNGKey(seed), shape, 0, size.num_levels)
-    params = jax.jit(model.init)(jax.random.PRNGKey(seed + 1), images)["params"]
-    tx = rmsprop()
-    opt_state = tx.init(params)
+    images = np.asarray(jax.random.randint(jax.random.PRNGKey(seed), shape, 0, size.num_levels))
+    step, train_state, batch, key = runner_step.runner_train_step(
+        model, size.num_levels, images, seed=seed + 1
+    )
+    params = train_state.params
 
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    forward_compiled, forward_compile_s = compile_timed(forward, params, images)
-    forward_timing = time_calls(lambda: forward_compiled(params, images), repeats, warmup)
+    forward_compiled, forward_compile_s = compile_timed(forward, params, batch["image"])
+    forward_timing = time_calls(lambda: forward_compiled(params, batch["image"]), repeats, warmup)
 
-    train_compiled, train_compile_s = compile_timed(
-        make_train_step(model, size.num_levels, tx), params, opt_state, images
-    )
-    state = [params, opt_state]
+    train_compiled, train_compile_s = compile_timed(step, train_state, batch, key)
+    state = [train_state]
 
     def train_call():
         # Donated buffers: carry the new state into the next call.
-        state[0], state[1], loss = train_compiled(state[0], state[1], images)
-        return loss
+        state[0], metrics = train_compiled(state[0], batch, key)
+        return metrics["loss"]
 
     train_timing = time_calls(train_call, repeats, warmup)
 
@@ -475,36 +457,40 @@ def benchmark_scan(
       Rows as `benchmark_one` returns them, plus {'skipped': reason} rows.
     """
     start = time.perf_counter()
-    rows = []
-    for image_size in image_sizes:
-        size = SIZES[image_size]
+    plan = [
+        (image_size, name, unroll)
+        for image_size in image_sizes
         # The PixelCNN baseline first, so that a time budget never skips it.
-        for name in sorted(model_names, key=lambda name: name != "pixelcnn"):
-            settings = list(unrolls) if name in RECURRENT_MODELS else [1]
-            for unroll in settings:
-                key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}
-                reason = skip_reason(name, size, unroll, max_unrolled_steps)
-                if reason is None and time_budget_s and time.perf_counter() - start > time_budget_s:
-                    reason = "skipped: the run's time budget (--time_budget_s) was used up"
-                if reason:
-                    log(f"{name} {image_size} unroll={unroll}: {reason}")
-                    rows.append({**key, "skipped": reason})
-                    continue
-                row = benchmark_one(
-                    name,
-                    size,
-                    unroll,
-                    batch_size=batch_size or size.batch_size,
-                    repeats=repeats or {28: 5, 32: 3}.get(image_size, 2),
-                    peak_gflops=peak_gflops,
-                )
-                train_ms, forward_ms = row["train"]["median"] * 1e3, row["forward"]["median"] * 1e3
-                log(
-                    f"{name} {image_size} unroll={unroll}: train {train_ms:.1f} ms "
-                    f"({row['train_images_per_s']:.1f} img/s), forward {forward_ms:.1f} ms, "
-                    f"compile {row['train_compile_s']:.1f} s"
-                )
-                rows.append(row)
+        for name in sorted(model_names, key=lambda name: name != "pixelcnn")
+        for unroll in (list(unrolls) if name in RECURRENT_MODELS else [1])
+    ]
+    rows = []
+    # A progress bar on a terminal only (disable=None); the log lines say what each row got.
+    for image_size, name, unroll in tqdm.tqdm(plan, desc="scan suite", unit="row", disable=None):
+        size = SIZES[image_size]
+        key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}
+        reason = skip_reason(name, size, unroll, max_unrolled_steps)
+        if reason is None and time_budget_s and time.perf_counter() - start > time_budget_s:
+            reason = "skipped: the run's time budget (--time_budget_s) was used up"
+        if reason:
+            log(f"{name} {image_size} unroll={unroll}: {reason}")
+            rows.append({**key, "skipped": reason})
+            continue
+        row = benchmark_one(
+            name,
+            size,
+            unroll,
+            batch_size=batch_size or size.batch_size,
+            repeats=repeats or {28: 5, 32: 3}.get(image_size, 2),
+            peak_gflops=peak_gflops,
+        )
+        train_ms, forward_ms = row["train"]["median"] * 1e3, row["forward"]["median"] * 1e3
+        log(
+            f"{name} {image_size} unroll={unroll}: train {train_ms:.1f} ms "
+            f"({row['train_images_per_s']:.1f} img/s), forward {forward_ms:.1f} ms, "
+            f"compile {row['train_compile_s']:.1f} s"
+        )
+        rows.append(row)
     return rows
 
 

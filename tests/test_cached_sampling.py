@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sampling_fixtures import build, random_variables
 
-from pixel_rnn_jax import incremental, layers, models
+from pixel_rnn_jax.models import pixel_rnn
+from pixel_rnn_jax.nn import incremental, layers
+from pixel_rnn_jax.sampling import cached
 
 
 def keep(position, logits, current):
@@ -15,7 +17,7 @@ def keep(position, logits, current):
 
 
 def incremental_logits(model, variables, images):
-    run = jax.jit(lambda v, x: incremental.run_incremental(model, v, x, keep, collect_logits=True))
+    run = jax.jit(lambda v, x: cached.run_incremental(model, v, x, keep, collect_logits=True))
     return run(variables, images)
 
 
@@ -74,7 +76,7 @@ def test_teacher_forced_logits_with_a_conditioning_map(name, channels, levels, o
     variables = random_variables(model, images.shape, conditioning_dim=5)
     conditioning = jax.random.normal(jax.random.PRNGKey(2), (*images.shape[:3], 5))
     run = jax.jit(
-        lambda v, x, c: incremental.run_incremental(
+        lambda v, x, c: cached.run_incremental(
             model, v, x, keep, conditioning=c, collect_logits=True
         )
     )
@@ -89,13 +91,9 @@ def test_teacher_forced_logits_with_a_conditioning_map(name, channels, levels, o
 def test_conditioning_needs_the_conditioning_layers():
     model, variables, images = build("row_lstm", 1, 2, 2, 3)
     with pytest.raises(ValueError, match="no conditioning"):
-        incremental.run_incremental(
-            model, variables, images, keep, conditioning=jnp.zeros((3, 2, 3, 4))
-        )
+        cached.run_incremental(model, variables, images, keep, conditioning=jnp.zeros((3, 2, 3, 4)))
     with pytest.raises(ValueError, match="conditioning must be"):
-        incremental.run_incremental(
-            model, variables, images, keep, conditioning=jnp.zeros((3, 2, 2, 4))
-        )
+        cached.run_incremental(model, variables, images, keep, conditioning=jnp.zeros((3, 2, 2, 4)))
 
 
 def test_choose_sees_each_position_in_order_with_its_logits():
@@ -107,14 +105,14 @@ def test_choose_sees_each_position_in_order_with_its_logits():
         return jnp.full((1,), (7 * position) % 256, jnp.int32)
 
     out, logits = jax.jit(
-        lambda v, x: incremental.run_incremental(model, v, x, choose, collect_logits=True)
+        lambda v, x: cached.run_incremental(model, v, x, choose, collect_logits=True)
     )(variables, images)
     np.testing.assert_array_equal(out.reshape(-1), (7 * np.arange(18)) % 256)
     np.testing.assert_allclose(logits, jax.jit(model.apply)(variables, out), rtol=1e-5, atol=2e-6)
 
 
 def test_every_registered_model_has_an_incremental_body():
-    assert set(incremental.CACHED_BODIES) == set(models.MODEL_REGISTRY)
+    assert set(cached.CACHED_BODIES) == set(pixel_rnn.BODIES)
 
 
 def test_causal_rows_masks_like_the_layer_and_drops_rows_below_the_centre():

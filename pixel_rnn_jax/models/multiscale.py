@@ -18,30 +18,26 @@ convolution with stride f, and every layer of the conditional network adds a 1x1
 convolution of that `[batch, height, width, cond_dim]` map to its input-to-state
 pre-activations (the `conditioning` argument of the body layers).
 
-Sampling draws s first with the small model's sampler, then every position off the grid in
-raster order with s fixed, both parts with the same method: 'cached' walks the conditional
-network with `incremental.run_incremental` (the conditioning map computed once and given to
-it), 'naive' reruns the conditional network for every position. Both draw the same images.
+The model only: its likelihood split into the two parts is
+`likelihood.multiscale_log_likelihood_parts`, its sampler `sampling.multiscale`.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from pixel_rnn_jax import incremental, layers, likelihood, models, sampling
+from pixel_rnn_jax.models import pixel_rnn
+from pixel_rnn_jax.nn import layers
 
 
 def default_multiscale_config() -> ml_collections.ConfigDict:
     """The `model.multiscale` fields and their defaults (see experiments/configs/base.py)."""
     config = ml_collections.ConfigDict()
     config.factor = 2  # f: the small image is x[::f, ::f]
-    config.conditional_name = "row_lstm"  # body of the conditional network (MODEL_REGISTRY)
+    config.conditional_name = "row_lstm"  # body of the conditional network (pixel_rnn.BODIES)
     config.cond_dim = 32  # c: features of the upsampled conditioning map
     config.encoder_layers = 2  # unmasked 3x3 ReLU convolutions on s before the deconvolution
     config.small = ml_collections.ConfigDict()
@@ -123,8 +119,8 @@ class ConditioningNetwork(nn.Module):
 class MultiScalePixelRNN(nn.Module):
     """p(x) = p_small(x[::f, ::f]) p_cond(rest | x[::f, ::f]), same contract as PixelRNN."""
 
-    small: models.PixelRNN  # unconditional model of s
-    conditional: models.PixelRNN  # conditional model of the full image given s
+    small: pixel_rnn.PixelRNN  # unconditional model of s
+    conditional: pixel_rnn.PixelRNN  # conditional model of the full image given s
     factor: int = 2  # f
     cond_dim: int = 32  # c: features of the upsampled conditioning map
     encoder_layers: int = 2  # unmasked 3x3 convolutions encoding s
@@ -201,20 +197,20 @@ def build_multiscale(config: ml_collections.ConfigDict) -> MultiScalePixelRNN:
         )
     names = (ms.small.name, ms.conditional_name)
     for name in names:
-        if name not in models.MODEL_REGISTRY:
+        if name not in pixel_rnn.BODIES:
             raise ValueError(
                 f"Unknown model name {name!r} in model.multiscale; choose one of "
-                f"{sorted(models.MODEL_REGISTRY)}."
+                f"{sorted(pixel_rnn.BODIES)}."
             )
     if config.full_context and "diagonal_bilstm" not in names:
         raise ValueError("full_context only applies to a 'diagonal_bilstm' part.")
 
-    def part(name: str, **sizes) -> models.PixelRNN:
+    def part(name: str, **sizes) -> pixel_rnn.PixelRNN:
         part_config = ml_collections.ConfigDict(config.to_dict())
         part_config.name = name
         part_config.full_context = bool(config.full_context) and name == "diagonal_bilstm"
         part_config.update(sizes)
-        return models.build_model(part_config)
+        return pixel_rnn.build_pixel_rnn(part_config)
 
     return MultiScalePixelRNN(
         small=part(ms.small.name, num_layers=ms.small.num_layers, hidden_dim=ms.small.hidden_dim),
@@ -226,7 +222,7 @@ def build_multiscale(config: ml_collections.ConfigDict) -> MultiScalePixelRNN:
 
 
 # ---------------------------------------------------------------------------------------
-# Likelihood parts and sampling.
+# Parts of the model's variables.
 
 
 def small_variables(variables):
@@ -234,154 +230,6 @@ def small_variables(variables):
     return {"params": variables["params"]["small"]}
 
 
-def log_likelihood_parts(model: MultiScalePixelRNN, variables, images: jax.Array):
-    """The two terms of log p(x), each computed by its own network alone.
-
-    Args:
-      model: a MultiScalePixelRNN.
-      variables: its variables.
-      images: integer `[batch, height, width, channels]` in [0, num_levels).
-
-    Returns:
-      (log p_small(s), log p_cond(rest | s)), each `[batch]` in nats; their sum equals
-      `likelihood.log_likelihood(model.apply(variables, images), images, num_levels)`.
-    """
-    images = jnp.asarray(images)
-    layers.validate_images(images, model.num_channels, model.num_levels)
-    levels, f = model.num_levels, model.factor
-    small_images = subsample(images, f)
-    small_logits = model.apply(variables, small_images, method=MultiScalePixelRNN.small_logits)
-    small_ll = likelihood.log_likelihood(small_logits, small_images, levels)
-    inputs = layers.preprocess_images(images, levels)
-    conditional_logits = model.apply(
-        variables, inputs, subsample(inputs, f), method=MultiScalePixelRNN.conditional_logits
-    )
-    per_dim = likelihood.log_prob_per_dim(conditional_logits, images, levels)
-    off_grid = ~grid_mask(images.shape[1], images.shape[2], f)
-    conditional_ll = jnp.sum(jnp.where(off_grid[None, :, :, None], per_dim, 0.0), axis=(1, 2, 3))
-    return small_ll, conditional_ll
-
-
-def _conditioning_map(model, variables, images):
-    """s is fixed once it is drawn: its encoded, upsampled map, computed once per sample."""
-    _, height, width, _ = images.shape
-    inputs = layers.preprocess_images(images, model.num_levels)
-    small_inputs = subsample(inputs, model.factor)
-    return model.apply(
-        variables, small_inputs, height, width, method=MultiScalePixelRNN.conditioning
-    )
-
-
-# `first` and `temperature` are traced so that completions of any length reuse one program.
-@functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional(model, variables, rng, images, positions, first, temperature):
-    """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
-    _, height, width, channels = images.shape
-    conditioning = _conditioning_map(model, variables, images)
-
-    def body(index, images):
-        position = positions[index]
-        row, rest = jnp.divmod(position, width * channels)
-        column, channel = jnp.divmod(rest, channels)
-        inputs = layers.preprocess_images(images, model.num_levels)
-        logits = model.apply(
-            variables, inputs, conditioning, method=MultiScalePixelRNN.conditional_from_map
-        )[:, row, column, channel]
-        key = jax.random.fold_in(rng, position)
-        value = sampling.draw(key, logits, model.num_levels, temperature)
-        return images.at[:, row, column, channel].set(value)
-
-    return jax.lax.fori_loop(first, positions.shape[0], body, images)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional_cached(model, variables, rng, images, start, temperature):
-    """`_sample_conditional` by `incremental.run_incremental` over the conditional network.
-
-    Every position is walked (that fills the caches); positions on the grid or before
-    `start` keep their values, the others are drawn with `fold_in(rng, position)`, the keys
-    the naive sampler uses, so both give the same images.
-    """
-    _, height, width, channels = images.shape
-    factor = model.factor
-
-    def choose(position, logits, current):
-        row, rest = jnp.divmod(position, width * channels)
-        column = rest // channels
-        on_grid = (row % factor == 0) & (column % factor == 0)
-        value = sampling.draw(
-            jax.random.fold_in(rng, position), logits, model.num_levels, temperature
-        )
-        return jnp.where((position >= start) & ~on_grid, value, current)
-
-    conditional = {"params": variables["params"]["conditional"]}
-    conditioning = _conditioning_map(model, variables, images)
-    images, _ = incremental.run_incremental(
-        model.conditional, conditional, images, choose, conditioning=conditioning
-    )
-    return images
-
-
-def sample(
-    model: MultiScalePixelRNN,
-    variables,
-    rng: jax.Array,
-    images: jax.Array,
-    *,
-    start: int = 0,
-    method: str = "cached",
-    temperature: float = 1.0,
-) -> jax.Array:
-    """Replaces every position >= `start` of `images` by a sample: s first, then the rest.
-
-    The small image is drawn by `sampling.sample(model.small, ...)` with the first key of
-    `jax.random.split(rng)` (so it equals that sample exactly), from its positions whose
-    full-image position is < `start` (a completion's given rows give s's top rows too). Then
-    every position off the grid and >= `start` is drawn in raster-then-channel order from
-    the conditional network with s fixed, position p with `fold_in(second key, p)`.
-
-    Completions sample s's missing rows from p_small(s_rest | s_given), which does not see
-    the given pixels off the grid: an approximation of p(x_rest | x_given) inherent to the
-    multi-scale factorisation (the conditional part is exact).
-
-    Args:
-      model: a MultiScalePixelRNN.
-      variables: its variables.
-      rng: PRNG key.
-      images: integer [batch, height, width, channels]; positions before `start` are kept.
-      start: first raster-then-channel position to sample (as in `sampling.sample`).
-      method: 'cached' or 'naive' (see `sampling.sample`), for both parts; they draw the
-        same images.
-      temperature: > 0, for both parts.
-
-    Returns:
-      int32 [batch, height, width, channels].
-    """
-    images = sampling.checked_images(model, images, start, temperature)
-    _, height, width, channels = images.shape
-    f = model.factor
-    grid, rest = split_positions(height, width, channels, f)
-    small_rng, conditional_rng = jax.random.split(rng)
-    small = sampling.sample(
-        model.small,
-        small_variables(variables),
-        small_rng,
-        subsample(images, f),
-        start=int(np.searchsorted(grid, start)),  # s's positions given by the completion
-        method=method,
-        temperature=temperature,
-    )
-    images = images.at[:, ::f, ::f].set(small)
-    if method == "cached":
-        return _sample_conditional_cached(
-            model, variables, conditional_rng, images, jnp.int32(start), jnp.float32(temperature)
-        )
-    return _sample_conditional(
-        model,
-        variables,
-        conditional_rng,
-        images,
-        jnp.asarray(rest),
-        jnp.int32(np.searchsorted(rest, start)),
-        jnp.float32(temperature),
-    )
+def conditional_variables(variables):
+    """The conditional network's variables, to walk `model.conditional` on its own."""
+    return {"params": variables["params"]["conditional"]}

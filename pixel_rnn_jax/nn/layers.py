@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from pixel_rnn_jax import masks
+from pixel_rnn_jax.nn import masks
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -118,8 +118,7 @@ def matmul_2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     The same values as `x @ kernel`, but the leading axes are flattened first, so the kernel
     gradient is a dot with ONE contracting axis. With several (batch, height, width) XLA:CPU
-    emitted a slower dot plus a transposing copy: 2.2 vs 1.0 ms for the [24640, 32] x
-    [24640, 64] kernel gradient of a Diagonal BiLSTM layer (see WORKSPACE_NOTES.md).
+    emitted a slower dot plus a transposing copy (measured in WORKSPACE_NOTES.md).
 
     Args:
       x: [..., in_features].
@@ -134,6 +133,10 @@ def matmul_2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def masked_1x1(features: int, num_groups: int, name: str | None = None) -> MaskedConv2D:
     """A mask-B 1x1 convolution: mixes features within a pixel, respecting colour order."""
     return MaskedConv2D(features, (1, 1), "B", num_groups=num_groups, name=name)
+
+
+OUTPUT_HIDDEN = "hidden"  # OutputStack's first mask-B 1x1 (to output_dim features)
+OUTPUT_LOGITS = "logits"  # OutputStack's second mask-B 1x1 (to the logits)
 
 
 class OutputStack(nn.Module):
@@ -158,9 +161,11 @@ class OutputStack(nn.Module):
         """
         logits_per_channel = 1 if self.num_levels == 2 else self.num_levels
         x = nn.relu(x)
-        x = masked_1x1(self.output_dim, self.num_channels, name="hidden")(x)
+        x = masked_1x1(self.output_dim, self.num_channels, name=OUTPUT_HIDDEN)(x)
         x = nn.relu(x)
-        x = masked_1x1(self.num_channels * logits_per_channel, self.num_channels, name="logits")(x)
+        x = masked_1x1(
+            self.num_channels * logits_per_channel, self.num_channels, name=OUTPUT_LOGITS
+        )(x)
         if self.num_levels == 2:
             return x
         return x.reshape(*x.shape[:-1], self.num_channels, self.num_levels)

@@ -1,0 +1,66 @@
+"""The train step the runner trains with, set up for timing outside the loop.
+
+Every benchmark and the profiler time this program: `train.make_train_step` (global-norm
+clipping, RMSProp, the health metrics, `jax.jit(jax.shard_map(...))` over a data mesh, the
+state donated), so that what is benchmarked is what is trained.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from pixel_rnn_jax import parallel, train
+
+# The runner's optimiser at the named experiments' settings (experiments/configs/base.py).
+OPTIMIZER = {
+    "optimizer": "rmsprop",
+    "learning_rate": 1e-3,
+    "rmsprop_decay": 0.95,
+    "eps": 1e-8,
+    "grad_clip_norm": 100.0,
+}
+
+
+def optimizer():
+    """`train.make_optimizer` at `OPTIMIZER`: clipping followed by Torch-style RMSProp."""
+    return train.make_optimizer(ml_collections.ConfigDict(OPTIMIZER))
+
+
+def runner_train_step(
+    model: Any,
+    num_levels: int,
+    images: np.ndarray,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    seed: int = 0,
+) -> tuple[Callable, Any, dict[str, jax.Array], jax.Array]:
+    """The runner's train step and its arguments, placed on a data mesh over `devices`.
+
+    Args:
+      model: a model from `models.build_model`.
+      num_levels: 2 or 256.
+      images: integer `[global_batch, height, width, channels]` (one batch, reused).
+      devices: the mesh's devices; default the first device only.
+      seed: seeds the parameters.
+
+    Returns:
+      (step, state, batch, key): `step(state, batch, key) -> (state, metrics)` with the
+      state donated, so each call must be given the state the previous one returned.
+    """
+    mesh = parallel.make_mesh(list(devices) if devices is not None else jax.devices()[:1])
+    tx = optimizer()
+    init = functools.partial(
+        train.init_train_state, model=model, tx=tx, image_shape=tuple(images.shape[1:])
+    )
+    state = jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(
+        jax.random.PRNGKey(seed)
+    )
+    batch = parallel.shard_batch({"image": np.asarray(images, np.int32)}, mesh)
+    key = parallel.replicate(jax.random.PRNGKey(seed + 1), mesh)
+    return train.make_train_step(model, tx, num_levels, mesh), state, batch, key

@@ -1,0 +1,148 @@
+"""Sampling the Multi-Scale PixelRNN: the small image s first, then the rest given s.
+
+s is drawn with the PixelRNN sampler of the small model; then every position off the grid in
+raster order with s fixed, both parts with the same method: 'cached' walks the conditional
+network with `cached.run_incremental` (the conditioning map computed once and given to it),
+'naive' reruns the conditional network for every position. Both draw the same images.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pixel_rnn_jax.models import multiscale
+from pixel_rnn_jax.nn import layers
+from pixel_rnn_jax.sampling import cached, common
+from pixel_rnn_jax.sampling.raster import sample_pixel_rnn
+
+
+def _conditioning_map(model, variables, images):
+    """s is fixed once it is drawn: its encoded, upsampled map, computed once per sample."""
+    _, height, width, _ = images.shape
+    inputs = layers.preprocess_images(images, model.num_levels)
+    small_inputs = multiscale.subsample(inputs, model.factor)
+    return model.apply(
+        variables, small_inputs, height, width, method=multiscale.MultiScalePixelRNN.conditioning
+    )
+
+
+# `first` and `temperature` are traced so that completions of any length reuse one program.
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sample_conditional(model, variables, rng, images, positions, first, temperature):
+    """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
+    _, height, width, channels = images.shape
+    conditioning = _conditioning_map(model, variables, images)
+
+    def body(index, images):
+        position = positions[index]
+        row, rest = jnp.divmod(position, width * channels)
+        column, channel = jnp.divmod(rest, channels)
+        inputs = layers.preprocess_images(images, model.num_levels)
+        logits = model.apply(
+            variables,
+            inputs,
+            conditioning,
+            method=multiscale.MultiScalePixelRNN.conditional_from_map,
+        )[:, row, column, channel]
+        key = jax.random.fold_in(rng, position)
+        value = common.draw(key, logits, model.num_levels, temperature)
+        return images.at[:, row, column, channel].set(value)
+
+    return jax.lax.fori_loop(first, positions.shape[0], body, images)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sample_conditional_cached(model, variables, rng, images, start, temperature):
+    """`_sample_conditional` by `cached.run_incremental` over the conditional network.
+
+    Every position is walked (that fills the caches); positions on the grid or before
+    `start` keep their values, the others are drawn with `fold_in(rng, position)`, the keys
+    the naive sampler uses, so both give the same images.
+    """
+    _, height, width, channels = images.shape
+    factor = model.factor
+
+    def choose(position, logits, current):
+        row, rest = jnp.divmod(position, width * channels)
+        column = rest // channels
+        on_grid = (row % factor == 0) & (column % factor == 0)
+        value = common.draw(
+            jax.random.fold_in(rng, position), logits, model.num_levels, temperature
+        )
+        return jnp.where((position >= start) & ~on_grid, value, current)
+
+    conditional = multiscale.conditional_variables(variables)
+    conditioning = _conditioning_map(model, variables, images)
+    images, _ = cached.run_incremental(
+        model.conditional, conditional, images, choose, conditioning=conditioning
+    )
+    return images
+
+
+def sample_multiscale(
+    model: multiscale.MultiScalePixelRNN,
+    variables,
+    rng: jax.Array,
+    images: jax.Array,
+    *,
+    start: int = 0,
+    method: str = "cached",
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Replaces every position >= `start` of `images` by a sample: s first, then the rest.
+
+    The small image is drawn by `sample_pixel_rnn(model.small, ...)` with the first key of
+    `jax.random.split(rng)` (so it equals that sample exactly), from its positions whose
+    full-image position is < `start` (a completion's given rows give s's top rows too). Then
+    every position off the grid and >= `start` is drawn in raster-then-channel order from
+    the conditional network with s fixed, position p with `fold_in(second key, p)`.
+
+    Completions sample s's missing rows from p_small(s_rest | s_given), which does not see
+    the given pixels off the grid: an approximation of p(x_rest | x_given) inherent to the
+    multi-scale factorisation (the conditional part is exact).
+
+    Args:
+      model: a MultiScalePixelRNN.
+      variables: its variables.
+      rng: PRNG key.
+      images: integer [batch, height, width, channels]; positions before `start` are kept.
+      start: first raster-then-channel position to sample (as in `sample_pixel_rnn`).
+      method: 'cached' or 'naive' (see `sample_pixel_rnn`), for both parts; they draw the
+        same images.
+      temperature: > 0, for both parts.
+
+    Returns:
+      int32 [batch, height, width, channels].
+    """
+    images = common.checked_images(model, images, start, temperature)
+    _, height, width, channels = images.shape
+    f = model.factor
+    grid, rest = multiscale.split_positions(height, width, channels, f)
+    small_rng, conditional_rng = jax.random.split(rng)
+    small = sample_pixel_rnn(
+        model.small,
+        multiscale.small_variables(variables),
+        small_rng,
+        multiscale.subsample(images, f),
+        start=int(np.searchsorted(grid, start)),  # s's positions given by the completion
+        method=method,
+        temperature=temperature,
+    )
+    images = images.at[:, ::f, ::f].set(small)
+    if method == "cached":
+        return _sample_conditional_cached(
+            model, variables, conditional_rng, images, jnp.int32(start), jnp.float32(temperature)
+        )
+    return _sample_conditional(
+        model,
+        variables,
+        conditional_rng,
+        images,
+        jnp.asarray(rest),
+        jnp.int32(np.searchsorted(rest, start)),
+        jnp.float32(temperature),
+    )

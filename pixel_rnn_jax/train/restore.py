@@ -1,0 +1,153 @@
+"""Restoring a run's checkpoint read-only, to evaluate it or sample from it."""
+
+import dataclasses
+import functools
+import math
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from pixel_rnn_jax import checkpoints, data, metric_logging, models, parallel
+from pixel_rnn_jax.train import grids, guards, state, steps
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A trained model restored for evaluation or sampling."""
+
+    model: Any  # the Linen model
+    params: Any  # replicated parameters
+    step: int  # the checkpoint's step
+    spec: data.DatasetSpec  # the dataset the config resolves to
+    mesh: Any  # the data mesh the parameters live on
+
+
+def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"):
+    """Restores a run's latest or best checkpoint read-only (safe next to a live run).
+
+    Args:
+      config: the run's config.
+      workdir: the run's work directory.
+      which: 'latest' or 'best' (lowest eval NLL).
+
+    Returns:
+      A LoadedCheckpoint.
+
+    Raises:
+      FileNotFoundError: the workdir has no checkpoint.
+    """
+    spec = data.resolve_dataset(config.data)
+    guards.check_model_matches_data(config, spec)
+    mesh = parallel.make_mesh()
+    model = models.build_model(config.model)
+    tx = state.make_optimizer(config.train)
+    init_fn = functools.partial(
+        state.init_train_state, model=model, tx=tx, image_shape=spec.image_shape
+    )
+    abstract_state = state.abstract_state(
+        init_fn, jax.random.PRNGKey(0), parallel.replicated_sharding(mesh)
+    )
+    ckpt = checkpoints.CheckpointManager(
+        workdir, keep_last=max(1, config.train.keep_checkpoints), read_only=True
+    )
+    try:
+        restored = ckpt.restore_latest(abstract_state, which=which)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {ckpt.directory}. Train first: python -m experiments.train "
+            f"--config=... --workdir={workdir}"
+        )
+    return LoadedCheckpoint(
+        model=model, params=restored.state.params, step=restored.step, spec=spec, mesh=mesh
+    )
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+) -> dict[str, Any]:
+    """Test NLL (nats/image and bits/dim) of a run's latest or best checkpoint.
+
+    Returns:
+      {'step', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images'} over the whole test split.
+    """
+    loaded = load_checkpoint(config, workdir, which)
+    p_eval_step = steps.make_eval_step(loaded.model, loaded.spec.num_levels, loaded.mesh)
+    data.check_global_batch(
+        config.train.eval_batch_size,
+        loaded.mesh.devices.size,
+        jax.process_count(),
+        what="train.eval_batch_size",
+    )
+    batches = data.eval_batches(
+        loaded.spec,
+        config.data,
+        global_batch_size=config.train.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    metrics = steps.evaluate(
+        p_eval_step, loaded.params, batches, loaded.mesh, math.prod(loaded.spec.image_shape)
+    )
+    return {"step": loaded.step, **metrics}
+
+
+def sample_checkpoint(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    out_dir: str,
+    *,
+    num: int = 64,
+    complete: bool = False,
+    which: str = "latest",
+    seed: int = 0,
+) -> dict[str, str]:
+    """Writes a PNG grid and an .npz of samples (and of completions) from a checkpoint.
+
+    Args:
+      config: the run's config (train.sample_method / sample_temperature are used).
+      workdir: the run's work directory.
+      out_dir: where the files go.
+      num: how many samples (and completions).
+      complete: also complete the first `num` test images from their top half.
+      which: 'latest' or 'best'.
+      seed: sampling seed.
+
+    Returns:
+      {'samples_png', 'samples_npz', ...} paths written ('completions_*' with `complete`).
+    """
+    loaded = load_checkpoint(config, workdir, which)
+    os.makedirs(out_dir, exist_ok=True)
+    source = None
+    if complete:
+        images = []
+        for batch in data.eval_batches(loaded.spec, config.data, global_batch_size=num):
+            images.append(batch["image"][batch["mask"]])
+            if sum(len(x) for x in images) >= num:
+                break
+        source = np.concatenate(images)[:num]
+    train_config = ml_collections.ConfigDict(config.train.to_dict())
+    train_config.num_samples = num
+    host_params = jax.tree.map(np.array, jax.device_get(loaded.params))
+    drawn = grids.sample_images(
+        loaded.model,
+        host_params,
+        jax.random.PRNGKey(seed),
+        spec=loaded.spec,
+        train_config=train_config,
+        completion_source=source,
+        return_arrays=True,
+    )
+    paths = {}
+    for name in ("samples", "completions"):
+        if name not in drawn:
+            continue
+        stem = os.path.join(out_dir, f"{name}_step{loaded.step}")
+        metric_logging.save_png(stem + ".png", drawn[name])
+        np.savez_compressed(stem + ".npz", images=drawn[name + "_array"])
+        paths[name + "_png"], paths[name + "_npz"] = stem + ".png", stem + ".npz"
+    return paths
