@@ -103,13 +103,22 @@ def test_retries_resume_within_one_run(served, tmp_path):
     assert [r for _, r in server.requests] == [None, "bytes=50000-"]
 
 
-def test_a_part_longer_than_the_file_restarts_cleanly(served, tmp_path):
+def test_a_complete_part_is_finished_without_refetching(served, tmp_path):
     server, payload = served
     dest = tmp_path / "blob.bin"
     (tmp_path / "blob.bin.part").write_bytes(payload)  # Complete but never renamed.
     download.fetch(f"{server.url}/blob.bin", str(dest), FAST)
     assert dest.read_bytes() == payload
-    assert server.requests[-1] == ("blob.bin", f"bytes={len(payload)}-")
+    assert server.requests == [("blob.bin", f"bytes={len(payload)}-")]
+
+
+def test_a_part_longer_than_the_file_is_discarded_and_refetched(served, tmp_path):
+    server, payload = served
+    dest = tmp_path / "blob.bin"
+    (tmp_path / "blob.bin.part").write_bytes(payload + b"stale tail")
+    download.fetch(f"{server.url}/blob.bin", str(dest), download.RetryPolicy(5, 1, 0.01))
+    assert dest.read_bytes() == payload
+    assert server.requests == [("blob.bin", f"bytes={len(payload) + 10}-"), ("blob.bin", None)]
 
 
 def test_http_error_is_one_line(served, tmp_path):

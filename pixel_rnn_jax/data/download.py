@@ -174,8 +174,13 @@ def _attempt(
         headers["Range"] = f"bytes={offset}-"
     with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
         if offset and response.status_code == 416:
-            # Nothing left to send: the part already holds the whole file.
-            return
+            # "bytes */N": nothing at or after `offset`. A part of exactly N bytes is
+            # the whole file; any other (a longer, stale part) is discarded.
+            match = re.fullmatch(r"bytes \*/(\d+)", response.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == offset:
+                return
+            os.remove(part)
+            raise _IncompleteError(f"{part} is longer than the remote file; starting again")
         response.raise_for_status()
         if offset and (
             response.status_code != 206
