@@ -83,11 +83,12 @@ def _assert_reads_back(name, builder_dir, arrays):
             assert _sorted_bytes(e["image"] for e in examples) == _sorted_bytes(expected.values())
 
 
-def _tfds_builder(name, data_dir):
+def _tfds_builder(name, data_dir, monkeypatch):
     """TFDS's own (unprepared) builder of `name`, for comparing metadata."""
     base, _, config = name.partition("/")
     cls = tfds.builder_cls(base)
-    cls.pkg_dir_path = epath.Path(os.path.dirname(inspect.getfile(cls)))
+    # Its default metadata lookup needs the (absent) importlib_resources backport.
+    monkeypatch.setattr(cls, "pkg_dir_path", epath.Path(os.path.dirname(inspect.getfile(cls))))
     return cls(data_dir=str(data_dir), config=config or None)
 
 
@@ -96,13 +97,15 @@ ALL = [*PREPARABLE_FROM_URL, "downsampled_imagenet/32x32"]
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_from_a_directory_reads_back_equal_with_tfds_metadata(fixtures, tmp_path, name):
+def test_from_a_directory_reads_back_equal_with_tfds_metadata(
+    fixtures, tmp_path, monkeypatch, name
+):
     directory, arrays = fixtures
     builder_dir = prepare.prepare_dataset(name, str(tmp_path), directory, verify_checksums=False)
     _assert_reads_back(name, builder_dir, arrays[name])
 
     ours = tfds.builder_from_directory(builder_dir)
-    theirs = _tfds_builder(name, tmp_path / "tfds_reference")
+    theirs = _tfds_builder(name, tmp_path / "tfds_reference", monkeypatch)
     assert builder_dir == os.path.join(tmp_path, *name.split("/"), str(theirs.version))
     assert (ours.name, ours.builder_config and ours.builder_config.name) == (
         theirs.name,
