@@ -175,6 +175,7 @@ def test_embedded_names_resolve_without_fallback(
         fallback_reason=None,
         data_dir=embedded_dir,
         builder_dir=os.path.join(embedded_dir, name, "1.0.0"),
+        split_sizes={"train": num_train, "test": num_test},
     )
 
 
@@ -183,7 +184,13 @@ def test_strict_missing_dataset_says_how_to_prepare(embedded_dir, name, no_netwo
     with pytest.raises(data.DatasetNotPreparedError) as info:
         data.resolve_dataset(_config(name, embedded_dir, True))
     message = str(info.value)
-    assert f"tfds build {name} --data_dir={embedded_dir} --file_format=array_record" in message
+    command = f"python -m experiments.prepare_data --dataset={name} --data_dir={embedded_dir}"
+    assert command in message
+    # ImageNet cannot be downloaded without a login: the command must ask for the files.
+    assert ("--source=DIR_WITH_THE_TAR_FILES" in message) == name.startswith(
+        "downsampled_imagenet/"
+    )
+    assert "tfds build" not in message
     assert os.path.join(embedded_dir, *name.split("/")) in message
     assert isinstance(info.value, ValueError)
     assert not no_network
@@ -199,7 +206,9 @@ def test_non_strict_falls_back_loudly(embedded_dir, name, no_network, caplog):
     assert spec.name == REAL_TO_FALLBACK[name]
     assert spec.requested_name == name
     assert f"requested dataset {name!r}" in spec.fallback_reason
-    assert "tfds build" in spec.fallback_reason
+    assert "experiments.prepare_data" in spec.fallback_reason
+    # The stand-in has no validation split: the runner must not select on one.
+    assert spec.validation_split is None and spec.selection_split == "test"
     assert any("FALLBACK" in record.getMessage() for record in caplog.records)
     assert spec.num_levels == (2 if "mnist" in name else 256)
     json.dumps(spec.fallback_reason)  # The runner writes it into config.json.
@@ -255,9 +264,61 @@ def test_prepared_dataset_with_config_and_validation_split(tmp_path, no_network)
         6,
     )
     assert spec.num_levels == 256 and spec.binarize_seed is None
+    # The paper reports ImageNet on validation, so it is both selection and report split.
+    assert spec.validation_split == spec.selection_split == "validation"
+    assert dict(spec.split_sizes) == {"train": 12, "validation": 6}
     config = _config("downsampled_imagenet/32x32", str(tmp_path), True)
     masks = [b["mask"] for b in data.eval_batches(spec, config, global_batch_size=4)]
     assert sum(m.sum() for m in masks) == 6
+
+
+class _FakeBinarizedMnist(_FakeRealDataset, skip_registration=True):
+    name = "binarized_mnist"
+    VERSION = tfds.core.Version("1.0.0")
+    SPLITS = {"train": 8, "validation": 5, "test": 3}
+
+    def _generate_examples(self, num, seed):
+        rng = np.random.RandomState(seed)
+        for i in range(num):
+            image = rng.randint(0, 2, self.SHAPE, np.uint8)
+            yield i, {"image": _encode(image, self.FORMAT), "label": i}
+
+
+def test_validation_split_is_known_and_any_split_reads_by_name(tmp_path, no_network):
+    _prepare(_FakeBinarizedMnist, tmp_path)
+    config = _config("binarized_mnist", str(tmp_path), True)
+    spec = data.resolve_dataset(config)
+    assert (spec.validation_split, spec.selection_split, spec.eval_split) == (
+        "validation",
+        "validation",
+        "test",
+    )
+    assert [spec.num_examples(s) for s in ("train", "validation", "test")] == [8, 5, 3]
+    with pytest.raises(ValueError, match=r"no split 'valid'.*\['test', 'train', 'validation'\]"):
+        spec.num_examples("valid")
+    for split, size in (("validation", 5), ("test", 3)):
+        batches = list(data.eval_batches(spec, config, global_batch_size=4, split=split))
+        assert sum(int(b["mask"].sum()) for b in batches) == size
+    assert len(data.open_split(spec, "validation")) == 5
+
+
+def test_dataset_missing_its_validation_split_is_rejected(tmp_path):
+    class _NoValidation(_FakeBinarizedMnist, skip_registration=True):
+        name = "binarized_mnist"
+        SPLITS = {"train": 4, "test": 2}
+
+    _prepare(_NoValidation, tmp_path)
+    with pytest.raises(ValueError, match="expected 'validation'"):
+        data.resolve_dataset(_config("binarized_mnist", str(tmp_path), True))
+
+
+def test_datasets_without_validation_split_say_so(embedded_dir, fake_mnist_dir):
+    assert (
+        data.resolve_dataset(_config("mnist", str(fake_mnist_dir), True)).validation_split is None
+    )
+    for name in data.EMBEDDED_BUILDERS:
+        assert data.resolve_dataset(_config(name, embedded_dir, True)).validation_split is None
+    assert registry.KNOWN_DATASETS["cifar10"].validation_split is None
 
 
 def test_no_network_guard_refuses_and_records(no_network):

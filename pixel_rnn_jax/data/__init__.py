@@ -11,9 +11,17 @@ Typical use::
     for batch in data.eval_batches(spec, config.data, global_batch_size=16):
         ...           # {'image': uint8 [...], 'mask': bool [local_batch]}
 
+    # Any split by name, e.g. model selection on validation where there is one:
+    split = spec.validation_split or spec.eval_split   # == spec.selection_split
+    batches = data.eval_batches(spec, config.data, global_batch_size=16, split=split)
+
 Modules: `embedded` (TFDS builders of the package-embedded datasets),
-`registry` (names -> `DatasetSpec`, fallback), `sources` (validated random
-access to images), `pipeline` (Grain loaders, host sharding, eval padding).
+`registry` (names -> `DatasetSpec`, split roles, fallback), `sources`
+(validated random access to images), `pipeline` (Grain loaders, host
+sharding, eval padding). Preparing the real datasets without TensorFlow
+(`experiments.prepare_data`): `download` (checksums, resumable fetches),
+`formats` (the original file formats), `prepare` (the TFDS layout); these
+are not imported here, so training does not load them.
 Importing this package registers the embedded TFDS builders.
 """
 

@@ -8,6 +8,14 @@ nor a download can be attempted). If the requested dataset is missing,
 `strict=True` raises `DatasetNotPreparedError` with the command that prepares
 it; `strict=False` switches, loudly, to an embedded dataset and records why in
 `DatasetSpec.fallback_reason`.
+
+Split roles: every dataset has a `train_split` and an `eval_split` (the split
+whose number is reported next to the paper's); a dataset with a held-out
+split for model selection also names it as `validation_split`
+(binarized MNIST: 'validation', reported on 'test'; downsampled ImageNet:
+'validation' is both, since the paper reports it and there is no public test
+split). Any split on disk can be read by name (`DatasetSpec.split_sizes`,
+`open_split`, `eval_batches(..., split=...)`).
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ class _KnownDataset:
     image_shape: tuple[int, int, int]  # [height, width, channels].
     num_levels: int  # Values per sub-pixel after loading: 2 or 256.
     train_split: str
-    eval_split: str  # Held-out split used for evaluation.
+    eval_split: str  # The split whose number is reported (the paper's split).
     fallback: str | None  # Embedded dataset used when not prepared (strict=False).
+    # Split for model selection during training, or None where the dataset has none.
+    validation_split: str | None = None
     binarize_seed: int | None = None  # Static binarization at load time (p = pixel / 255).
     note: str = ""  # Shown in the fallback reason.
 
@@ -55,7 +65,13 @@ MNIST_LOAD_BINARIZE_SEED = 0
 
 KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
     "binarized_mnist": _KnownDataset(
-        "binarized_mnist", (28, 28, 1), 2, "train", "test", "embedded_binarized_mnist"
+        "binarized_mnist",
+        (28, 28, 1),
+        2,
+        "train",
+        "test",
+        "embedded_binarized_mnist",
+        validation_split="validation",
     ),
     "mnist": _KnownDataset(
         "mnist",
@@ -67,12 +83,25 @@ KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
         binarize_seed=MNIST_LOAD_BINARIZE_SEED,
     ),
     "cifar10": _KnownDataset("cifar10", (32, 32, 3), 256, "train", "test", "embedded_rgb32"),
-    # ImageNet 32x32/64x64 have no public test split; the paper reports validation.
+    # ImageNet 32x32/64x64 have no public test split; the paper reports validation,
+    # so there it is both the selection and the reported split.
     "downsampled_imagenet/32x32": _KnownDataset(
-        "downsampled_imagenet/32x32", (32, 32, 3), 256, "train", "validation", "embedded_rgb32"
+        "downsampled_imagenet/32x32",
+        (32, 32, 3),
+        256,
+        "train",
+        "validation",
+        "embedded_rgb32",
+        validation_split="validation",
     ),
     "downsampled_imagenet/64x64": _KnownDataset(
-        "downsampled_imagenet/64x64", (64, 64, 3), 256, "train", "validation", "embedded_rgb64"
+        "downsampled_imagenet/64x64",
+        (64, 64, 3),
+        256,
+        "train",
+        "validation",
+        "embedded_rgb64",
+        validation_split="validation",
     ),
     "embedded_binarized_mnist": _KnownDataset(
         "embedded_binarized_mnist", (28, 28, 1), 2, "train", "test", None
@@ -99,9 +128,16 @@ class DatasetSpec:
         data_dir: Absolute TFDS data directory.
         builder_dir: Directory holding `dataset_info.json` of the data read.
         train_split: TFDS split used for training.
-        eval_split: TFDS split used for evaluation.
+        eval_split: TFDS split whose number is reported (the paper's split).
         binarize_seed: Seed of the static binarization applied at load time,
             or None when the stored values are used as they are.
+        validation_split: TFDS split for model selection during training
+            (evaluation and the "best" checkpoint), or None when the dataset
+            read has none (CIFAR-10, MNIST, the embedded sets: then only the
+            last step can be reported). Equal to `eval_split` for downsampled
+            ImageNet. None after a fallback, since the stand-in has none.
+        split_sizes: `{split name: number of examples}` of every split on
+            disk, so that any of them can be opened by name.
     """
 
     name: str
@@ -116,6 +152,30 @@ class DatasetSpec:
     train_split: str = "train"
     eval_split: str = "test"
     binarize_seed: int | None = None
+    validation_split: str | None = None
+    split_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def selection_split(self) -> str:
+        """The split to select checkpoints on: `validation_split`, else `eval_split`.
+
+        Callers that must not select on the reported test split check
+        `validation_split is None` and report "last step" instead.
+        """
+        return self.validation_split or self.eval_split
+
+    def num_examples(self, split: str) -> int:
+        """Returns the number of examples of `split`.
+
+        Raises:
+            ValueError: If `split` is not on disk, naming the splits that are.
+        """
+        if split not in self.split_sizes:
+            raise ValueError(
+                f"Dataset {self.name!r} at {self.builder_dir} has no split {split!r}; "
+                f"its splits are {sorted(self.split_sizes)}."
+            )
+        return self.split_sizes[split]
 
 
 def _config_get(data_config: Any, key: str, default: Any) -> Any:
@@ -130,16 +190,15 @@ def resolve_data_dir(data_dir: str | None) -> str:
 
 
 def prepare_instructions(tfds_name: str, data_dir: str) -> str:
-    """Returns how to prepare `tfds_name` into `data_dir` on a networked machine."""
-    return (
-        "Prepare it on a machine with network access (TFDS's generation code for "
-        "real datasets needs TensorFlow: `pip install tensorflow tensorflow-datasets`), "
-        "then copy the directory here:\n"
-        f"    tfds build {tfds_name} --data_dir={data_dir} --file_format={REQUIRED_FILE_FORMAT}\n"
-        "or in Python:\n"
-        f"    tfds.builder({tfds_name!r}, data_dir={data_dir!r}).download_and_prepare(\n"
-        f"        file_format={REQUIRED_FILE_FORMAT!r})"
+    """Returns the command that prepares `tfds_name` into `data_dir` (no TensorFlow needed)."""
+    how = (
+        "Prepare it with (downloads the original files, verifies their SHA-256 and writes "
+        "the TFDS layout; --source=DIR reads files you downloaded yourself):\n"
+        f"    python -m experiments.prepare_data --dataset={tfds_name} --data_dir={data_dir}"
     )
+    if tfds_name.startswith("downsampled_imagenet/"):
+        how += " --source=DIR_WITH_THE_TAR_FILES"
+    return how
 
 
 def _latest_prepared_version(config_dir: str) -> str | None:
@@ -195,7 +254,8 @@ def find_prepared_builder(known: _KnownDataset, data_dir: str) -> tfds.core.Data
             f"with file_format='{REQUIRED_FILE_FORMAT}'.\n" + how
         )
     builder = tfds.builder_from_directory(builder_dir, file_format=REQUIRED_FILE_FORMAT)
-    for split in (known.train_split, known.eval_split):
+    required = {known.train_split, known.eval_split, known.validation_split} - {None}
+    for split in sorted(required):
         if split not in builder.info.splits:
             raise ValueError(
                 f"Dataset at {builder_dir} has splits {sorted(builder.info.splits)}, "
@@ -252,6 +312,8 @@ def _spec(
         train_split=known.train_split,
         eval_split=known.eval_split,
         binarize_seed=known.binarize_seed,
+        validation_split=known.validation_split,
+        split_sizes={name: split.num_examples for name, split in splits.items()},
     )
 
 

@@ -1,0 +1,299 @@
+"""Fetching and verifying the original files of a dataset.
+
+Known sizes and SHA-256 digests come from the `checksums.tsv` / `url_checksums`
+files that the installed `tensorflow_datasets` package ships for its own
+builders, read at run time: the official files are then byte-identical to the
+ones TFDS's builders would have downloaded.
+
+Downloads are resumable: bytes go to `<name>.part` and an interrupted transfer
+is continued with an HTTP `Range` request (by the next retry or the next run);
+only a complete file is renamed to `<name>`, so a file without `.part` is
+always whole. Every failure raises a `PrepareError` whose message is one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+
+import requests
+import tensorflow_datasets as tfds
+import tqdm
+import urllib3
+
+# Where TFDS keeps the checksums of each builder, relative to its package root.
+# Builders in `datasets/<name>/` ship a `checksums.tsv`; older ones in
+# `image_classification/` have theirs in `url_checksums/<name>.txt`.
+_TFDS_CHECKSUM_FILES = {
+    "binarized_mnist": "datasets/binarized_mnist/checksums.tsv",
+    "mnist": "url_checksums/mnist.txt",
+    "cifar10": "url_checksums/cifar10.txt",
+    "downsampled_imagenet": "datasets/downsampled_imagenet/checksums.tsv",
+}
+
+_CHUNK_BYTES = 1 << 20
+
+
+class PrepareError(RuntimeError):
+    """A dataset could not be prepared; the message is one line saying why and what to do."""
+
+
+class DownloadError(PrepareError):
+    """A file could not be fetched (network, HTTP status, missing local file)."""
+
+
+class ChecksumError(PrepareError):
+    """A file's size or SHA-256 differs from the known one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileChecksum:
+    """The known identity of one original file.
+
+    Attributes:
+        url: Official URL (what TFDS downloads).
+        size: Size in bytes.
+        sha256: Hex SHA-256 digest.
+        filename: Base name of the file.
+    """
+
+    url: str
+    size: int
+    sha256: str
+    filename: str
+
+
+def tfds_checksums(tfds_builder: str) -> dict[str, FileChecksum]:
+    """Reads the checksums TFDS ships for one of its builders.
+
+    Args:
+        tfds_builder: Builder name without config, a key of `_TFDS_CHECKSUM_FILES`.
+
+    Returns:
+        `{filename: FileChecksum}` for every file the builder downloads.
+
+    Raises:
+        PrepareError: If the installed TFDS lacks the file (a TFDS version
+            that moved it); the message names the path looked at.
+    """
+    root = os.path.dirname(tfds.__file__)
+    path = os.path.join(root, _TFDS_CHECKSUM_FILES[tfds_builder])
+    if not os.path.isfile(path):
+        raise PrepareError(
+            f"Checksums of {tfds_builder!r} not found at {path} (tensorflow_datasets "
+            f"{tfds.__version__}); rerun with --no_verify_checksums to skip verification."
+        )
+    entries = {}
+    with open(path) as handle:
+        for line in handle:
+            fields = line.split()
+            if not fields or line.startswith("#"):
+                continue
+            # `url size sha256 [filename]`; the filename column is optional in TFDS.
+            url, size, sha256 = fields[:3]
+            filename = fields[3] if len(fields) > 3 else url.rsplit("/", 1)[-1]
+            entries[filename] = FileChecksum(url, int(size), sha256.lower(), filename)
+    return entries
+
+
+def sha256_file(path: str) -> str:
+    """Returns the hex SHA-256 of a file, reading it in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: str, expected: FileChecksum) -> None:
+    """Checks a file's size, then (only if the size matches) its SHA-256.
+
+    Args:
+        path: The file.
+        expected: Its known identity.
+
+    Raises:
+        ChecksumError: Naming the file, the expected and the actual value.
+    """
+    size = os.path.getsize(path)
+    if size != expected.size:
+        raise ChecksumError(
+            f"{path}: size {size} bytes, expected {expected.size} bytes for "
+            f"{expected.filename} ({expected.url})."
+        )
+    actual = sha256_file(path)
+    if actual != expected.sha256:
+        raise ChecksumError(
+            f"{path}: SHA-256 {actual}, expected {expected.sha256} for "
+            f"{expected.filename} ({expected.url})."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one download.
+
+    Attributes:
+        timeout: Seconds to wait for a connection and between received bytes.
+        retries: Further attempts after the first failure.
+        backoff: Seconds before the first retry, doubled before each next one.
+    """
+
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 1.0
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def _content_range_start(header: str | None) -> int | None:
+    # "bytes 100-199/200" -> 100.
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", header or "")
+    return int(match.group(1)) if match else None
+
+
+def _attempt(
+    url: str, part: str, timeout: float, progress: Callable[[int, int | None], tqdm.tqdm]
+) -> None:
+    """Streams `url` into `part`, continuing from its current size.
+
+    Raises:
+        requests.RequestException / urllib3.exceptions.HTTPError / OSError: On
+            any transfer problem; `part` then holds every byte received so far.
+        _IncompleteError: If the server closed the connection early.
+    """
+    offset = os.path.getsize(part) if os.path.exists(part) else 0
+    # identity: the bytes on disk must be the file's bytes, not a re-encoding to undo.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        if offset and response.status_code == 416:
+            # "bytes */N": nothing at or after `offset`. A part of exactly N bytes is
+            # the whole file; any other (a longer, stale part) is discarded.
+            match = re.fullmatch(r"bytes \*/(\d+)", response.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == offset:
+                return
+            os.remove(part)
+            raise _IncompleteError(f"{part} is longer than the remote file; starting again")
+        response.raise_for_status()
+        if offset and (
+            response.status_code != 206
+            or _content_range_start(response.headers.get("Content-Range")) != offset
+        ):
+            offset = 0  # The server ignored the range: start again from byte 0.
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        received = offset
+        with open(part, "ab" if offset else "wb") as handle, progress(offset, total) as bar:
+            # read1 returns whatever has arrived, so a dropped connection loses
+            # nothing already received (iter_content would drop a partial chunk).
+            while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=False):
+                handle.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received < total:
+            raise _IncompleteError(f"connection closed after {received} of {total} bytes")
+
+
+class _IncompleteError(OSError):
+    """The server sent fewer bytes than it announced."""
+
+
+def _progress_bar(name: str) -> Callable[[int, int | None], tqdm.tqdm]:
+    def make(initial: int, total: int | None) -> tqdm.tqdm:
+        # unit_scale shows MB/GB and MB/s; tqdm adds the ETA when `total` is known.
+        return tqdm.tqdm(
+            desc=name, initial=initial, total=total, unit="B", unit_scale=True, unit_divisor=1024
+        )
+
+    return make
+
+
+def fetch(url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
+    """Downloads `url` to `dest` unless `dest` already exists.
+
+    Bytes go to `dest + '.part'`; a failed attempt keeps them, and the next
+    attempt (a retry, or the next run) asks only for the rest with an HTTP
+    `Range` request. `dest` appears, by rename, only once the transfer ended
+    with every announced byte.
+
+    Args:
+        url: `http(s)://` URL.
+        dest: Final path; its directory is created.
+        policy: Timeout and retries.
+
+    Returns:
+        `dest`.
+
+    Raises:
+        DownloadError: After the last failed attempt, one line naming the URL
+            and the error.
+    """
+    if os.path.exists(dest):
+        return dest
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    part = dest + ".part"
+    progress = _progress_bar(os.path.basename(dest))
+    for attempt in range(policy.retries + 1):
+        try:
+            _attempt(url, part, policy.timeout, progress)
+        # urllib3 errors come from reading `response.raw` directly (not wrapped by requests).
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+            if attempt == policy.retries:
+                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise DownloadError(
+                    f"Could not download {url}: {first_line} (after {attempt + 1} attempt(s); "
+                    f"{os.path.getsize(part) if os.path.exists(part) else 0} bytes kept in "
+                    f"{part}, a rerun resumes)."
+                ) from error
+            time.sleep(policy.backoff * 2**attempt)
+            continue
+        os.replace(part, dest)
+        return dest
+    raise AssertionError("unreachable")
+
+
+def is_url(source: str) -> bool:
+    """True for an `http://` or `https://` source, False for a local path."""
+    return source.startswith(("http://", "https://"))
+
+
+def locate_files(
+    filenames: Mapping[str, str],
+    source: str,
+    download_dir: str,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> dict[str, str]:
+    """Returns local paths of the named files, downloading them if `source` is a URL.
+
+    Args:
+        filenames: `{filename: official URL}`.
+        source: `'official'` (each file's own URL), a URL prefix (a mirror:
+            `<prefix>/<filename>`), or a local directory holding the files.
+        download_dir: Where downloads are kept (reused by later runs).
+        policy: Timeout and retries of each download.
+
+    Returns:
+        `{filename: local path}`.
+
+    Raises:
+        DownloadError: For a file missing from a local directory or a failed
+            download.
+    """
+    paths = {}
+    for filename, official_url in filenames.items():
+        if source == "official" or is_url(source):
+            url = official_url if source == "official" else f"{source.rstrip('/')}/{filename}"
+            paths[filename] = fetch(url, os.path.join(download_dir, filename), policy)
+        else:
+            path = os.path.join(os.path.expanduser(source), filename)
+            if not os.path.isfile(path):
+                raise DownloadError(f"{path} not found (--source={source} must hold {filename}).")
+            paths[filename] = path
+    return paths

@@ -1,0 +1,406 @@
+"""Prepares the paper's datasets into the TFDS layout without TensorFlow.
+
+TFDS's own builders for these datasets read their downloads with
+`tf.io.gfile` and encode images with TensorFlow. The builders here subclass
+them and replace only the reading: same name, version, configs and
+`DatasetInfo` (features, splits, description), same example keys (so TFDS's
+key-hash shuffle puts examples in the same on-disk order), images handed to
+the `Image` feature as PNG bytes (or, for ImageNet, the archive's own bytes,
+as TFDS stores them). The result, `<data_dir>/<name>[/<config>]/<version>/`
+with `dataset_info.json` and array_record shards, is what `tfds build` writes
+and what `resolve_dataset` reads.
+
+Order of work in `prepare_dataset`: locate or download every original file,
+verify every size and SHA-256, write the dataset into a staging directory
+inside `data_dir`, check that `resolve_dataset` accepts it there, then rename
+it into place. An interrupted run leaves only the staging directory, which no
+loader looks at and the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import glob
+import inspect
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+from PIL import Image
+
+from pixel_rnn_jax.data import download, formats, registry, sources
+from pixel_rnn_jax.data.download import PrepareError, RetryPolicy
+
+OFFICIAL = "official"  # `source` meaning: each file's own URL, as TFDS downloads it.
+_STAGING_PREFIX = ".prepare-"
+
+
+def _png(image: np.ndarray) -> bytes:
+    """Encodes uint8 `[height, width, channels]` (1 or 3 channels) as PNG, losslessly."""
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _check_count(split: str, count: int, expected: Mapping[str, int] | None) -> None:
+    """With verified official files, the counts must be TFDS's."""
+    if expected is not None and expected[split] != count:
+        raise formats.FormatError(
+            f"split {split!r} has {count} examples, expected {expected[split]} (TFDS's count)."
+        )
+
+
+def _from_local_files(tfds_cls: type) -> type:
+    """Returns a mixin making `tfds_cls`'s subclass read verified local files.
+
+    The subclass keeps TFDS's metadata (README, citation) by pointing
+    `pkg_dir_path`/`code_path` at TFDS's own module, whose default lookup
+    needs the optional `importlib_resources` backport.
+    """
+    tfds_dir = epath.Path(os.path.dirname(inspect.getfile(tfds_cls)))
+
+    class FromLocalFiles(tfds_cls, skip_registration=True):
+        pkg_dir_path = tfds_dir
+
+        @tfds.core.utils.classproperty
+        @classmethod
+        def code_path(cls) -> epath.Path:
+            return epath.Path(inspect.getfile(tfds_cls))
+
+        def __init__(
+            self,
+            *,
+            files: Mapping[str, str],
+            expected_counts: Mapping[str, int] | None = None,
+            **kwargs,
+        ):
+            """Same as TFDS's builder, plus where its original files are.
+
+            Args:
+                files: `{original filename: local path}`, verified.
+                expected_counts: `{split: examples}` to insist on (official
+                    files), or None (other files, e.g. test fixtures).
+                **kwargs: For `tfds.core.GeneratorBasedBuilder`.
+            """
+            self._files = dict(files)
+            self._expected_counts = expected_counts
+            super().__init__(**kwargs)
+
+    return FromLocalFiles
+
+
+class BinarizedMnist(
+    _from_local_files(tfds.builder_cls("binarized_mnist")), skip_registration=True
+):
+    """TFDS's `binarized_mnist` from the three `.amat` files; key = line index."""
+
+    name = "binarized_mnist"
+    FILES = {
+        "train": "binarized_mnist_train.amat",
+        "validation": "binarized_mnist_valid.amat",
+        "test": "binarized_mnist_test.amat",
+    }
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Files come verified from `prepare_dataset`.
+        return {split: self._generate_examples(split) for split in self.FILES}
+
+    def _generate_examples(self, split: str) -> Iterator:
+        images = formats.read_amat(self._files[self.FILES[split]])  # [n, 28, 28, 1] in {0, 1}
+        _check_count(split, len(images), self._expected_counts)
+        for index, image in enumerate(images):
+            yield index, {"image": _png(image)}
+
+
+class Mnist(_from_local_files(tfds.builder_cls("mnist")), skip_registration=True):
+    """TFDS's `mnist` from the four IDX files; key = index in the file."""
+
+    name = "mnist"
+    FILES = {
+        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    }
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {split: self._generate_examples(split) for split in self.FILES}
+
+    def _generate_examples(self, split: str) -> Iterator:
+        images_file, labels_file = self.FILES[split]
+        images = formats.read_idx(self._files[images_file], (28, 28))  # [n, 28, 28]
+        labels = formats.read_idx(self._files[labels_file], ())  # [n]
+        if len(images) != len(labels) or labels.max(initial=0) >= 10:
+            raise formats.FormatError(
+                f"{labels_file}: {len(labels)} labels in [0, {labels.max(initial=0)}] for "
+                f"{len(images)} images in {images_file}; expected one label in [0, 10) each."
+            )
+        _check_count(split, len(images), self._expected_counts)
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            yield index, {"image": _png(image[..., None]), "label": int(label)}
+
+
+class Cifar10(_from_local_files(tfds.builder_cls("cifar10")), skip_registration=True):
+    """TFDS's `cifar10` from the binary tarball; key = index, id = `train_00042`."""
+
+    name = "cifar10"
+    FILE = "cifar-10-binary.tar.gz"
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        contents = formats.read_cifar10_tarball(self._files[self.FILE])
+        # As TFDS's builder: the class names come from batches.meta.txt.
+        self.info.features["label"].names = contents["label_names"]
+        return {
+            split: self._generate_examples(split, *contents[split]) for split in ("train", "test")
+        }
+
+    def _generate_examples(self, split: str, images: np.ndarray, labels: np.ndarray) -> Iterator:
+        _check_count(split, len(images), self._expected_counts)
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            yield index, {"id": f"{split}_{index:05d}", "image": _png(image), "label": int(label)}
+
+
+class DownsampledImagenet(
+    _from_local_files(tfds.builder_cls("downsampled_imagenet")), skip_registration=True
+):
+    """TFDS's `downsampled_imagenet` from its two tars; key = member path."""
+
+    name = "downsampled_imagenet"
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        size = self.builder_config.name  # "32x32" or "64x64".
+        return {
+            "train": self._generate_examples(f"train_{size}.tar"),
+            "validation": self._generate_examples(f"valid_{size}.tar"),
+        }
+
+    def _generate_examples(self, filename: str) -> Iterator:
+        side = int(self.builder_config.name.split("x")[0])
+        for key, encoded in formats.iter_image_archive(self._files[filename], side):
+            # TFDS's iter_archive skips hidden and backup members; so do we.
+            base = os.path.basename(key)
+            if key.startswith(".") or base.startswith(".") or key.endswith("~"):
+                continue
+            yield key, {"image": encoded}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to prepare one dataset name.
+
+    Attributes:
+        builder: Builder class above.
+        config: TFDS builder config name, or None.
+        checksums_of: TFDS builder whose shipped checksums list the files.
+        files: Original file names.
+        expected_counts: TFDS's `{split: examples}` for the official files, or
+            None where not checked (ImageNet: counted by reading every member).
+        downloadable: False where the files need a login (then only
+            `--source=DIR` works).
+    """
+
+    builder: type
+    config: str | None
+    checksums_of: str
+    files: tuple[str, ...]
+    expected_counts: Mapping[str, int] | None
+    downloadable: bool = True
+
+
+def _imagenet(size: str) -> Recipe:
+    return Recipe(
+        DownsampledImagenet,
+        size,
+        "downsampled_imagenet",
+        (f"train_{size}.tar", f"valid_{size}.tar"),
+        None,
+        downloadable=False,
+    )
+
+
+RECIPES: Mapping[str, Recipe] = {
+    "binarized_mnist": Recipe(
+        BinarizedMnist,
+        None,
+        "binarized_mnist",
+        tuple(BinarizedMnist.FILES.values()),
+        {"train": 50_000, "validation": 10_000, "test": 10_000},
+    ),
+    "mnist": Recipe(
+        Mnist,
+        None,
+        "mnist",
+        tuple(f for pair in Mnist.FILES.values() for f in pair),
+        {"train": 60_000, "test": 10_000},
+    ),
+    "cifar10": Recipe(Cifar10, None, "cifar10", (Cifar10.FILE,), {"train": 50_000, "test": 10_000}),
+    "downsampled_imagenet/32x32": _imagenet("32x32"),
+    "downsampled_imagenet/64x64": _imagenet("64x64"),
+}
+
+
+def manual_download_instructions(name: str, checksums: Mapping[str, download.FileChecksum]) -> str:
+    """One line saying which files to fetch by hand and how to pass them."""
+    files = ", ".join(f"{c.filename} ({c.size:,} bytes)" for c in checksums.values())
+    return (
+        f"{name} cannot be downloaded automatically (image-net.org requires a login): download "
+        f"{files} - the original PixelRNN release of downsampled ImageNet, tars of PNGs, once "
+        "at http://image-net.org/small/, not the later Imagenet32/64 .npz files - from "
+        "https://image-net.org/download-images into one directory DIR, then rerun with "
+        "--source=DIR."
+    )
+
+
+@contextlib.contextmanager
+def _lock(data_dir: str, name: str) -> Iterator[None]:
+    """Serialises preparations of one dataset into one data_dir (POSIX)."""
+    path = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}.lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _gather_files(
+    name: str,
+    recipe: Recipe,
+    checksums: Mapping[str, download.FileChecksum],
+    source: str,
+    data_dir: str,
+    verify: bool,
+    policy: RetryPolicy,
+) -> dict[str, str]:
+    """Returns `{filename: verified local path}`; removes a download that fails verification."""
+    if not recipe.downloadable and (source == OFFICIAL or download.is_url(source)):
+        raise PrepareError(manual_download_instructions(name, checksums))
+    download_dir = os.path.join(data_dir, "downloads", recipe.checksums_of)
+    urls = {f: checksums[f].url for f in recipe.files}
+    try:
+        paths = download.locate_files(urls, source, download_dir, policy)
+    except download.DownloadError as error:
+        if source != OFFICIAL and not download.is_url(source):
+            raise
+        raise download.DownloadError(
+            f"{error} To prepare offline instead, download {', '.join(recipe.files)} (from "
+            f"{', '.join(sorted({u.rsplit('/', 1)[0] + '/' for u in urls.values()}))}) into "
+            "a directory DIR and rerun with --source=DIR."
+        ) from error
+    if verify:
+        for filename, path in paths.items():
+            try:
+                download.verify_file(path, checksums[filename])
+            except download.ChecksumError:
+                if os.path.dirname(path) == download_dir:
+                    os.remove(path)  # A corrupt download would otherwise be reused forever.
+                raise
+    return paths
+
+
+def _final_dir(data_dir: str, name: str, recipe: Recipe) -> str:
+    builder = recipe.builder(
+        data_dir=data_dir, config=recipe.config, files={}, file_format="array_record"
+    )
+    return os.fspath(builder.data_path)
+
+
+def _remove_stale_staging(data_dir: str, name: str) -> None:
+    pattern = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}-*")
+    for stale in glob.glob(pattern):
+        logging.info("Removing %s, left by an interrupted preparation.", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_readable(name: str, staging: str) -> None:
+    """Opens the staged copy exactly as a training run would (strict, every split)."""
+    spec = registry.resolve_dataset({"name": name, "data_dir": staging, "strict": True})
+    for split in spec.split_sizes:
+        sources.open_split(spec, split)
+
+
+def prepare_dataset(
+    name: str,
+    data_dir: str,
+    source: str = OFFICIAL,
+    verify_checksums: bool = True,
+    policy: RetryPolicy = download.DEFAULT_POLICY,
+    after_write: Callable[[str], None] | None = None,
+) -> str:
+    """Prepares one of the paper's datasets into `data_dir`.
+
+    Args:
+        name: A key of `RECIPES` (the `data.name` the configs use).
+        data_dir: TFDS data directory; created if missing.
+        source: `'official'` (the URLs TFDS downloads), a URL prefix of a
+            mirror holding the files under their original names, or a local
+            directory holding them.
+        verify_checksums: Check every file's size and SHA-256 against TFDS's
+            shipped checksums (and, where known, the example counts) before
+            writing anything.
+        policy: Timeout and retries of each download.
+        after_write: Called with the staging directory after the dataset is
+            written and before it is checked and moved (tests interrupt here).
+
+    Returns:
+        The prepared builder directory `<data_dir>/<name>/<version>`.
+
+    Raises:
+        PrepareError: With a one-line message: a failed download, a file that
+            is missing, fails verification or is malformed, or an unusable
+            `data_dir`. Nothing is then left that `resolve_dataset` accepts.
+        ValueError: For an unknown `name`.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"Unknown dataset {name!r}; preparable: {sorted(RECIPES)}.")
+    recipe = RECIPES[name]
+    data_dir = registry.resolve_data_dir(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    final_dir = _final_dir(data_dir, name, recipe)
+    checksums = download.tfds_checksums(recipe.checksums_of)
+    checksums = {f: checksums[f] for f in recipe.files}
+    with _lock(data_dir, name):
+        if os.path.isfile(os.path.join(final_dir, "dataset_info.json")):
+            logging.info("%s is already prepared in %s.", name, final_dir)
+            return final_dir
+        if os.path.exists(final_dir):
+            raise PrepareError(
+                f"{final_dir} exists but holds no dataset_info.json (not written by this tool, "
+                "which only moves complete datasets into place); remove it and rerun."
+            )
+        _remove_stale_staging(data_dir, name)
+        paths = _gather_files(name, recipe, checksums, source, data_dir, verify_checksums, policy)
+        staging = tempfile.mkdtemp(
+            prefix=f"{_STAGING_PREFIX}{name.replace('/', '_')}-", dir=data_dir
+        )
+        try:
+            builder = recipe.builder(
+                data_dir=staging,
+                config=recipe.config,
+                files=paths,
+                expected_counts=recipe.expected_counts if verify_checksums else None,
+                file_format="array_record",
+            )
+            builder.download_and_prepare(
+                file_format="array_record",
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+            )
+            if after_write is not None:
+                after_write(staging)
+            _check_readable(name, staging)
+            os.makedirs(os.path.dirname(final_dir), exist_ok=True)
+            # One rename of a directory on the same filesystem: all or nothing.
+            os.rename(os.fspath(builder.data_path), final_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    logging.info("Prepared %s in %s.", name, final_dir)
+    return final_dir

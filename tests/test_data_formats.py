@@ -1,0 +1,207 @@
+"""Tests of the original-format readers (pixel_rnn_jax.data.formats) on generated files."""
+
+import gzip
+import io
+import struct
+import tarfile
+
+import data_fixtures
+import numpy as np
+import pytest
+
+from pixel_rnn_jax.data import formats
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_amat_round_trip_in_the_real_line_layout(tmp_path, rng):
+    images = rng.integers(0, 2, (5, 28, 28, 1), dtype=np.uint8)
+    path = tmp_path / "x.amat"
+    data_fixtures.write_amat(path, images)
+    # The official files have 1,568 bytes per image line ("0 1 ... 0\n").
+    assert path.stat().st_size == 5 * 1568
+    out = formats.read_amat(str(path))
+    assert out.dtype == np.uint8 and out.shape == (5, 28, 28, 1)
+    np.testing.assert_array_equal(out, images)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda text: text.replace("1", "2", 1), "is not 0, 1 or whitespace"),
+        (lambda text: text.replace("1 ", "11 ", 1), "multi-digit"),
+        (lambda text: text[: text.index("\n") - 2] + text[text.index("\n") :], "image 1 has 783"),
+        (lambda text: text + "0 1\n", "image 3 has 2 values"),
+        (lambda text: "", "image 1 has 0 values"),
+        (lambda text: text.replace("0", "0.0", 1), "is not 0, 1 or whitespace"),
+    ],
+)
+def test_amat_rejects_malformed_text(tmp_path, rng, mutate, message):
+    path = tmp_path / "x.amat"
+    data_fixtures.write_amat(path, rng.integers(0, 2, (2, 28, 28, 1), dtype=np.uint8))
+    path.write_text(mutate(path.read_text()))
+    with pytest.raises(formats.FormatError, match=message):
+        formats.read_amat(str(path))
+
+
+def test_amat_accepts_crlf_and_a_missing_final_newline(tmp_path, rng):
+    images = rng.integers(0, 2, (2, 28, 28, 1), dtype=np.uint8)
+    path = tmp_path / "x.amat"
+    data_fixtures.write_amat(path, images)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n")[:-2])
+    np.testing.assert_array_equal(formats.read_amat(str(path)), images)
+
+
+def test_idx_round_trip(tmp_path, rng):
+    images = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 3, dtype=np.uint8)
+    data_fixtures.write_idx_gz(tmp_path / "i.gz", images)
+    data_fixtures.write_idx_gz(tmp_path / "l.gz", labels)
+    np.testing.assert_array_equal(formats.read_idx(str(tmp_path / "i.gz"), (28, 28)), images)
+    np.testing.assert_array_equal(formats.read_idx(str(tmp_path / "l.gz"), ()), labels)
+
+
+def _raw_idx(path, header, body=b""):
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + body)
+
+
+@pytest.mark.parametrize(
+    "header, body, message",
+    [
+        # The header claims 10 images, the file holds 2: refused, not zero-padded.
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28), bytes(2 * 784), "truncated"),
+        # Four billion images: refused from the header, before reading or allocating.
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**32 - 1, 28, 28), b"", "IDX sizes"),
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 1, 27, 28), bytes(27 * 28), "IDX sizes"),
+        (bytes([0, 0, 0x0D, 3]) + struct.pack(">3I", 1, 28, 28), bytes(4 * 784), "IDX magic"),
+        (bytes([0, 0, 8, 1]) + struct.pack(">I", 1), b"", "IDX magic"),
+        (bytes([0, 0, 8, 3]) + struct.pack(">3I", 1, 28, 28), bytes(785), "bytes after"),
+        (bytes([0, 0]), b"", "truncated IDX header"),
+    ],
+)
+def test_idx_checks_header_against_content(tmp_path, header, body, message):
+    path = tmp_path / "bad.gz"
+    _raw_idx(path, header, body)
+    with pytest.raises(formats.FormatError, match=message):
+        formats.read_idx(str(path), (28, 28))
+
+
+def test_idx_that_is_not_gzip(tmp_path):
+    path = tmp_path / "plain"
+    path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 1, 5]))
+    with pytest.raises(formats.FormatError, match="not a readable gzip"):
+        formats.read_idx(str(path), ())
+
+
+def _cifar(rng, n_train=7, n_test=3):
+    return (
+        (rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_train)),
+        (rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n_test)),
+    )
+
+
+def test_cifar_round_trip_is_channel_major_to_hwc(tmp_path, rng):
+    train, test = _cifar(rng)
+    path = tmp_path / "c.tar.gz"
+    data_fixtures.write_cifar_tarball(path, train, test)
+    out = formats.read_cifar10_tarball(str(path))
+    for split, (images, labels) in (("train", train), ("test", test)):
+        np.testing.assert_array_equal(out[split][0], images)
+        np.testing.assert_array_equal(out[split][1], labels)
+    assert out["label_names"] == data_fixtures.CIFAR_NAMES
+    # Byte 1 of a record is the red value of pixel (0, 0); byte 1025 its green one.
+    record = data_fixtures.cifar_records(train[0][:1], train[1][:1])
+    assert record[1] == train[0][0, 0, 0, 0] and record[1025] == train[0][0, 0, 0, 1]
+
+
+def _tar_with(path, members):
+    with tarfile.open(path, "w:gz") as tar:
+        for info, payload in members:
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+
+
+def test_cifar_rejects_unsafe_members(tmp_path, rng):
+    train, test = _cifar(rng)
+    path = tmp_path / "c.tar.gz"
+    data_fixtures.write_cifar_tarball(path, train, test, extra_members=[("../../evil", b"x")])
+    with pytest.raises(formats.FormatError, match="unsafe archive member '../../evil'"):
+        formats.read_cifar10_tarball(str(path))
+    link = tarfile.TarInfo("cifar-10-batches-bin/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    _tar_with(path, [(link, None)])
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_cifar_rejects_partial_records_bad_labels_and_missing_members(tmp_path, rng):
+    path = tmp_path / "c.tar.gz"
+    train, test = _cifar(rng)
+    data_fixtures.write_cifar_tarball(path, train, test)
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+    def rewrite(name, payload):
+        out = []
+        for info, data in members:
+            if info.name == name:
+                info = tarfile.TarInfo(name)
+                info.size, data = len(payload), payload
+            out.append((info, data))
+        _tar_with(path, out)
+
+    batch = "cifar-10-batches-bin/test_batch.bin"
+    original = {m.name: d for m, d in members}[batch]
+    rewrite(batch, original[:-5])
+    with pytest.raises(formats.FormatError, match="whole number of 3073-byte records"):
+        formats.read_cifar10_tarball(str(path))
+    rewrite(batch, bytes([10]) + original[1:])
+    with pytest.raises(formats.FormatError, match="label 10 outside"):
+        formats.read_cifar10_tarball(str(path))
+    _tar_with(path, [(m, d) for m, d in members if m.name != batch])
+    with pytest.raises(formats.FormatError, match="missing members.*test_batch.bin"):
+        formats.read_cifar10_tarball(str(path))
+    path.write_bytes(b"not a tarball")
+    with pytest.raises(formats.FormatError, match="not a readable .tar.gz"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_image_archive_streams_png_bytes_unchanged(tmp_path, rng):
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "valid_32x32.tar"
+    names = data_fixtures.write_imagenet_tar(path, "valid_32x32", images)
+    out = list(formats.iter_image_archive(str(path), 32))
+    assert [key for key, _ in out] == names
+    assert [encoded for _, encoded in out] == [data_fixtures.png(image) for image in images]
+
+
+def test_image_archive_rejects_wrong_images_and_unsafe_members(tmp_path, rng):
+    path = tmp_path / "train_32x32.tar"
+    data_fixtures.write_imagenet_tar(path, "t", rng.integers(0, 256, (1, 64, 64, 3), np.uint8))
+    with pytest.raises(formats.FormatError, match=r"size \(64, 64\), expected a 32x32 RGB"):
+        list(formats.iter_image_archive(str(path), 32))
+    grey = rng.integers(0, 256, (1, 32, 32), np.uint8)  # PIL writes [h, w] as mode L.
+    data_fixtures.write_imagenet_tar(path, "t", grey)
+    with pytest.raises(formats.FormatError, match="L image"):
+        list(formats.iter_image_archive(str(path), 32))
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("t/0.png")
+        info.size = 10
+        tar.addfile(info, io.BytesIO(b"garbage!!!"))
+    with pytest.raises(formats.FormatError, match="not an image"):
+        list(formats.iter_image_archive(str(path), 32))
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("t/../../up.png")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        list(formats.iter_image_archive(str(path), 32))
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("t/big.png")
+        info.size = 2048
+        tar.addfile(info, io.BytesIO(bytes(2048)))
+    with pytest.raises(formats.FormatError, match="2048 bytes"):
+        list(formats.iter_image_archive(str(path), 32, max_member_bytes=1024))
