@@ -33,6 +33,7 @@ import time
 import jax
 from absl import app, flags, logging
 
+from experiments import cli
 from pixel_rnn_jax import benchmarking, recurrence
 
 FLAGS = flags.FLAGS
@@ -207,4 +208,4 @@ def present_flags() -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

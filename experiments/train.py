@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags, logging
 
-from experiments import configs
+from experiments import cli, configs
 
 _CONFIG = configs.define_config_flag("config")
 _WORKDIR = flags.DEFINE_string(
@@ -107,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -28,6 +28,8 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pixel_rnn_jax.errors import ConfigError, DistributedSetupError
+
 DATA_AXIS = "data"
 
 
@@ -48,12 +50,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_global_batch(global_batch_size: int, mesh: Mesh, what: str = "train.batch_size"):
-    """Raises ValueError unless the global batch splits evenly over the mesh's devices."""
+    """Raises ConfigError (a ValueError) unless the global batch splits evenly over the devices."""
     num_devices = mesh.devices.size
     if global_batch_size <= 0 or global_batch_size % num_devices:
         below = global_batch_size // num_devices * num_devices
         nearest = " or ".join(str(n) for n in (below, below + num_devices) if n > 0)
-        raise ValueError(
+        raise ConfigError(
             f"{what}={global_batch_size} must be a positive multiple of the number of devices "
             f"({num_devices}: {jax.process_count()} process(es) x "
             f"{jax.local_device_count()} local device(s)); it is the global batch, split "
@@ -114,10 +116,6 @@ def data_parallel(
         per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
     return jax.jit(mapped, donate_argnums=donate_argnums)
-
-
-class DistributedSetupError(RuntimeError):
-    """A multi-process run cannot start: settings are missing or the coordinator is unreachable."""
 
 
 # JAX itself reads only JAX_COORDINATOR_ADDRESS (and finds everything on Cloud TPU, SLURM and

@@ -29,7 +29,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from pixel_rnn_jax import checkpoints, data, likelihood, metric_logging, models, parallel
+from pixel_rnn_jax import checkpoints, data, errors, likelihood, metric_logging, models, parallel
+from pixel_rnn_jax import workdir as workdir_checks
+from pixel_rnn_jax.errors import TrainingDivergedError
 
 DATA_AXIS = parallel.DATA_AXIS
 
@@ -41,10 +43,6 @@ class TrainState:
     step: jax.Array  # int32 scalar: optimiser updates applied so far
     params: Any  # the model's 'params' collection
     opt_state: Any  # optax state of `make_optimizer(config.train)`
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss or the parameters became NaN/inf."""
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -70,7 +68,7 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
     elif name == "adam":
         optimizer = optax.adam(train_config.learning_rate, eps=train_config.eps)
     else:
-        raise ValueError(f"Unknown train.optimizer {name!r}; use 'rmsprop' or 'adam'.")
+        raise errors.ConfigError(f"Unknown train.optimizer {name!r}; use 'rmsprop' or 'adam'.")
     if train_config.grad_clip_norm and train_config.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), optimizer)
     return optimizer
@@ -286,7 +284,7 @@ def _handle_signal(signum: int, handler: Callable):
 def _check_model_matches_data(config: ml_collections.ConfigDict, spec: data.DatasetSpec):
     height, width, channels = spec.image_shape
     if config.model.num_channels != channels or config.model.num_levels != spec.num_levels:
-        raise ValueError(
+        raise errors.ConfigError(
             f"Model expects {config.model.num_channels} channel(s) with "
             f"{config.model.num_levels} levels but dataset {spec.name!r} has {channels} "
             f"channel(s) with {spec.num_levels} levels. Set --config.model.num_channels="
@@ -430,7 +428,7 @@ def _set_data_state(train_iter: data.TrainIterator, data_state: Any, ckpt_dir) -
     try:
         train_iter.set_state(data_state)
     except ValueError as error:
-        raise ValueError(
+        raise errors.ConfigError(
             f"The checkpoint in {ckpt_dir} was written with other data settings ({error}). "
             "Resume with the settings it was trained with, or start a new --workdir."
         ) from error
@@ -467,7 +465,7 @@ def _log_train_interval(step, num_steps, log: _TrainLog, elapsed, steps, batch_s
 
 def _check_workdir_is_local_path(workdir: str):
     if "://" in str(workdir):
-        raise ValueError(
+        raise errors.WorkdirError(
             f"--workdir={workdir}: the runner writes metrics.jsonl, TensorBoard files and "
             "images with local file APIs, so the workdir must be a filesystem path. For a "
             "multi-host run use a path that every host sees, e.g. a Cloud Storage bucket "
@@ -508,7 +506,7 @@ def _check_shared_workdir(workdir: str):
         os.remove(path)
     blind = [index for index, ok in enumerate(seen) if not ok]
     if blind:
-        raise ValueError(
+        raise errors.WorkdirError(
             f"--workdir={workdir} is not shared: process(es) {blind} of {jax.process_count()} "
             "cannot see the file process 0 wrote there. Checkpoints of a multi-process run "
             "must live in one place that every host reads and writes at the same path (NFS, "
@@ -548,7 +546,7 @@ def train_and_evaluate(
     """
     is_writer = jax.process_index() == 0
     _check_workdir_is_local_path(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_checks.prepare_workdir(workdir, config)  # another model's run, read-only
     tc = config.train
 
     # --- Everything that can be wrong with the setup fails here, before compiling anything.
@@ -560,7 +558,7 @@ def train_and_evaluate(
     parallel.check_global_batch(tc.batch_size, mesh, "train.batch_size")
     parallel.check_global_batch(tc.eval_batch_size, mesh, "train.eval_batch_size")
     if tc.num_steps < 1 or tc.log_every < 1 or tc.checkpoint_every < 1:
-        raise ValueError(
+        raise errors.ConfigError(
             "train.num_steps, train.log_every and train.checkpoint_every must be >= 1; got "
             f"{tc.num_steps}, {tc.log_every}, {tc.checkpoint_every}."
         )
@@ -601,7 +599,7 @@ def train_and_evaluate(
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        restored = ckpt.restore_latest(abstract_state)
+        restored = ckpt.restore_latest(abstract_state, start_fresh=tc.get("start_fresh", False))
         if restored is not None:
             state = restored.state
             if restored.data_state is not None:
@@ -819,6 +817,7 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str 
     Raises:
       FileNotFoundError: the workdir has no checkpoint.
     """
+    workdir_checks.check_config_matches(workdir, config)
     spec = data.resolve_dataset(config.data)
     _check_model_matches_data(config, spec)
     mesh = parallel.make_mesh()
@@ -836,7 +835,7 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str 
     finally:
         ckpt.close()
     if restored is None:
-        raise FileNotFoundError(
+        raise errors.NoCheckpointError(
             f"No checkpoint in {ckpt.directory}. Train first: python -m experiments.train "
             f"--config=... --workdir={workdir}"
         )
