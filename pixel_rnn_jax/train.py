@@ -700,6 +700,8 @@ def train_and_evaluate(
         preempted = False
         if jax.process_count() == 1:
             cleanup.enter_context(_handle_signal(signal.SIGTERM, stop))
+            # Runs first on exit, handler still installed: a 2nd SIGTERM cannot kill the save.
+            cleanup.callback(ckpt.wait_until_finished)
         elif not _preemption_notice_is_shared():
             logging.warning(
                 "JAX's preemption service is off (jax_enable_preemption_service): a SIGTERM "
