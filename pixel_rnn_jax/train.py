@@ -546,7 +546,7 @@ def train_and_evaluate(
     """
     is_writer = jax.process_index() == 0
     _check_workdir_is_local_path(workdir)
-    workdir_checks.prepare_workdir(workdir, config)  # another model's run, read-only
+    workdir_checks.prepare_workdir(workdir, config)  # creates it; refuses read-only/other model
     tc = config.train
 
     # --- Everything that can be wrong with the setup fails here, before compiling anything.
