@@ -32,6 +32,7 @@ import time
 import jax
 from absl import app, flags, logging
 
+from experiments import cli
 from experiments.benchmarks import devices, sampling, scan
 from pixel_rnn_jax.nn import recurrence
 
@@ -198,4 +199,4 @@ def present_flags() -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -9,7 +9,7 @@ import json
 
 from absl import app, flags
 
-from experiments import configs
+from experiments import cli, configs
 
 _CONFIG = configs.define_config_flag("config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory. Default ./workdirs/<config>.")
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

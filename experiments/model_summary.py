@@ -4,9 +4,9 @@ python -m experiments.model_summary                      # every non-smoke confi
 python -m experiments.model_summary --configs=row_lstm_mnist,pixelcnn_cifar10
 """
 
-from absl import app, flags
+from absl import flags
 
-from experiments import configs
+from experiments import cli, configs
 from pixel_rnn_jax import models
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config names; default: all non-smoke configs.")
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_list("models", ["row_lstm", "diagonal_bilstm"], "Models to profile.")
 flags.DEFINE_enum("size", "28", ["8", "28", "32", "64"], "Benchmark size (see benchmarks/scan.py).")
 flags.DEFINE_integer("batch_size", None, "Batch (default: the benchmark's for the size).")
@@ -62,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,7 +2,11 @@ r"""Trains a PixelRNN: `python -m experiments.train --config=row_lstm_mnist`.
 
 --config takes a name from `experiments.configs.list_configs()` or a path to a config file;
 fields are overridden with `--config.train.num_steps=2000`-style flags (a misspelt field is
-an error). The run resumes from the latest checkpoint in --workdir automatically.
+an error). The run resumes from the newest checkpoint in --workdir that restores; damaged
+ones are moved to <workdir>/checkpoints_corrupt/. If checkpoints exist but none restores, it
+refuses to start: --config.train.start_fresh=True moves them aside and trains from step 0.
+Set-up mistakes (unknown config, dataset not prepared, read-only workdir, ...) end with a
+one-line `Error: ...` on stderr and exit status 1.
 
 Multi-process (Cloud TPU pod slice, several GPU hosts): start the same command on every host
 with --distributed (or PIXEL_RNN_DISTRIBUTED=1), which calls jax.distributed.initialize().
@@ -17,7 +21,7 @@ import os
 
 from absl import app, flags, logging
 
-from experiments import configs
+from experiments import cli, configs
 
 _CONFIG = configs.define_config_flag("config")
 _WORKDIR = flags.DEFINE_string(
@@ -107,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

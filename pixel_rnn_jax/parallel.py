@@ -28,6 +28,8 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pixel_rnn_jax.errors import DistributedSetupError
+
 DATA_AXIS = "data"
 
 
@@ -99,10 +101,6 @@ def data_parallel(
         per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
     return jax.jit(mapped, donate_argnums=donate_argnums)
-
-
-class DistributedSetupError(RuntimeError):
-    """A multi-process run cannot start: settings are missing or the coordinator is unreachable."""
 
 
 # JAX itself reads only JAX_COORDINATOR_ADDRESS (and finds everything on Cloud TPU, SLURM and

@@ -130,9 +130,13 @@ def test_unfinished_save_is_reported_and_ignored(tmp_path, caplog):
     )
     with caplog.at_level(logging.WARNING):
         manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
-    assert "Unfinished checkpoint save" in caplog.text
+    assert "unfinished checkpoint save" in caplog.text
     assert manager.restore_latest(_abstract()).step == 2
     manager.close()
+    # Moved aside, never deleted (Orbax's own clean-up would delete it).
+    assert not (tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-9").exists()
+    moved = os.listdir(tmp_path / checkpoints.QUARANTINE_SUBDIR)
+    assert len(moved) == 1 and moved[0].startswith("3.orbax-checkpoint-tmp-9-")
 
 
 def test_all_corrupt_raises_and_moves_nothing(tmp_path):
@@ -180,3 +184,41 @@ def test_data_states_are_picked_by_process_index():
         checkpoints._own_data_state([{"process_index": 1, "state": "b"}], step=5)
     # Checkpoints written before the entries were tagged: by gather (process) order.
     assert checkpoints._own_data_state([{"next_batch": 3}], step=5) == {"next_batch": 3}
+
+
+@pytest.mark.parametrize("garbage", [b"\x88\xd6\xff random bytes \x00\x9c", b""])
+def test_unreadable_metrics_of_the_newest_checkpoint_do_not_stop_the_next_run(
+    tmp_path, garbage, caplog
+):
+    # Issue 16: random bytes in the newest checkpoint's metrics/metrics file made every later
+    # run die in Orbax's CheckpointManager (listing the steps) with a UnicodeDecodeError.
+    _save_steps(tmp_path, [1, 2, 3], nll={1: 90.0, 2: 80.0, 3: 70.0}, keep_last=3).close()
+    metrics_file = tmp_path / "checkpoints" / "3" / "metrics" / "metrics"
+    metrics_file.write_bytes(garbage)
+    with caplog.at_level(logging.WARNING):
+        manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3)
+    restored = manager.restore_latest(_abstract())
+    # Decision: unreadable metrics mean "no metrics"; the intact state is still resumed from.
+    assert restored.step == 3 and restored.skipped_steps == ()
+    np.testing.assert_array_equal(restored.state["w"], np.full((3, 4), 3.0))
+    assert manager.metrics(3) is None
+    assert manager.best_step() == 2  # the best among the readable ones
+    # The bad item was moved aside (not deleted), with a message saying what and where.
+    moved = list((tmp_path / checkpoints.QUARANTINE_SUBDIR).iterdir())
+    assert [p.name.split("-")[:2] for p in moved] == [["3", "metrics"]]
+    assert (moved[0] / "metrics").read_bytes() == garbage
+    assert "unreadable metrics of checkpoint 3" in caplog.text and str(moved[0]) in caplog.text
+    manager.close()
+
+
+def test_read_only_manager_reads_unreadable_metrics_as_none_and_moves_nothing(tmp_path):
+    # Evaluation next to a live run may not move anything: Orbax must still list the steps.
+    _save_steps(tmp_path, [1, 2], nll={1: 90.0, 2: 80.0}, keep_last=3).close()
+    (tmp_path / "checkpoints" / "2" / "metrics" / "metrics").write_bytes(b"\xff\xfe\x00")
+    manager = checkpoints.CheckpointManager(str(tmp_path), keep_last=3, read_only=True)
+    assert manager.all_steps() == [1, 2]
+    assert manager.metrics(2) is None and manager.best_step() == 1
+    assert manager.restore_latest(_abstract(), which="best").step == 1
+    manager.close()
+    assert (tmp_path / "checkpoints" / "2" / "metrics" / "metrics").exists()
+    assert not (tmp_path / checkpoints.QUARANTINE_SUBDIR).exists()

@@ -15,6 +15,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from pixel_rnn_jax.errors import ConfigError
+
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent
 # Files in this folder that are not experiments.
 _NOT_EXPERIMENTS = frozenset({"__init__", "base"})
@@ -38,20 +40,20 @@ def resolve_config_path(name_or_path: str) -> pathlib.Path:
       The absolute path of the config file.
 
     Raises:
-      ValueError: the name is unknown or the path does not exist; the message lists the names.
+      ConfigError: the name is unknown or the path does not exist; the message lists the names.
     """
     text = str(name_or_path)
     if text.endswith(".py") or "/" in text:
         path = pathlib.Path(text).expanduser()
         if path.is_file():
             return path.resolve()
-        raise ValueError(
+        raise ConfigError(
             f"Config file {text!r} does not exist. Pass a path to a .py file defining "
             f"get_config(), or one of these names: {', '.join(list_configs())}."
         )
     if text in list_configs():
         return CONFIG_DIR / f"{text}.py"
-    raise ValueError(
+    raise ConfigError(
         f"Unknown config {text!r}. Known configs: {', '.join(list_configs())}. "
         "A path to a .py file defining get_config() also works."
     )
@@ -72,21 +74,21 @@ def get_config(name_or_path: str) -> ml_collections.ConfigDict:
       The experiment's locked ConfigDict.
 
     Raises:
-      ValueError: unknown name, missing file, or a file without `get_config()`.
+      ConfigError: unknown name, missing file, or a file without `get_config()`.
     """
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"_pixel_rnn_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"Config file {path} does not define get_config().")
+        raise ConfigError(f"Config file {path} does not define get_config().")
     config = module.get_config()
     config.lock()
     return config
 
 
 def check_override_keys(config: ml_collections.ConfigDict, keys: list[str], prefix: str = "config"):
-    """Raises ValueError for an override key that names no field, listing the fields there.
+    """Raises ConfigError for an override key that names no field, listing the fields there.
 
     Args:
       config: the loaded config.
@@ -100,7 +102,7 @@ def check_override_keys(config: ml_collections.ConfigDict, keys: list[str], pref
                 fields = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 close = difflib.get_close_matches(part, fields, n=1)
                 hint = f" Did you mean {walked}.{close[0]}?" if close else ""
-                raise ValueError(
+                raise ConfigError(
                     f"--{prefix}.{key}: {walked} has no field {part!r}.{hint} Fields of "
                     f"{walked}: {', '.join(fields) or '(none; it is a value)'}."
                 )

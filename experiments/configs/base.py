@@ -103,6 +103,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 5_000
     # Keep this many most recent checkpoints, plus the best one by eval NLL.
     config.train.keep_checkpoints = 3
+    # When every checkpoint in the workdir is unreadable, move them all to
+    # workdir/checkpoints_corrupt/ and train from step 0 instead of refusing to start. Off by
+    # default so that a damaged disk never silently restarts a long run; readable checkpoints
+    # are always resumed from, whatever this says.
+    config.train.start_fresh = False
     # Global batch for evaluation (the last batch is padded and masked).
     config.train.eval_batch_size = 64
     # Evaluate on at most this many test batches; 0 means the whole test split.

@@ -23,6 +23,7 @@ from grain.sharding import ShardOptions
 
 from pixel_rnn_jax.data.registry import DatasetSpec
 from pixel_rnn_jax.data.sources import open_split
+from pixel_rnn_jax.errors import ConfigError
 
 _STATE_FORMAT = "pixel_rnn_jax.data.TrainIterator/1"
 
@@ -46,11 +47,11 @@ def check_global_batch(
         The per-process batch size, `global_batch_size // process_count`.
 
     Raises:
-        ValueError: Naming the batch size, device count and the nearest valid
+        ConfigError (a ValueError): Naming the batch size, device count and the nearest valid
             global batch sizes.
     """
     if num_devices <= 0 or process_count <= 0 or num_devices % process_count:
-        raise ValueError(
+        raise ConfigError(
             f"num_devices={num_devices} must be a positive multiple of "
             f"process_count={process_count}."
         )
@@ -65,7 +66,7 @@ def check_global_batch(
         )
         if what.startswith("train."):
             message += f" Set --config.{what} to a multiple of {num_devices} (nearest: {nearest})."
-        raise ValueError(message)
+        raise ConfigError(message)
     return global_batch_size // process_count
 
 

@@ -30,14 +30,11 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from pixel_rnn_jax.data import embedded
+from pixel_rnn_jax.errors import ConfigError, DatasetNotPreparedError
 
 # TFDS writes array_record without TensorFlow and reads it as a random-access
 # numpy data source; tfrecord needs TensorFlow to read.
 REQUIRED_FILE_FORMAT = "array_record"
-
-
-class DatasetNotPreparedError(ValueError):
-    """The requested dataset is not prepared (in a readable format) on disk."""
 
 
 class DatasetFallbackWarning(UserWarning):
@@ -340,13 +337,13 @@ def resolve_dataset(data_config: Any) -> DatasetSpec:
         first use (a few seconds), then read from there.
 
     Raises:
-        ValueError: For an unknown name, or a prepared dataset with an
-            unexpected split or image shape.
+        ConfigError: For an unknown name (a ValueError).
+        ValueError: For a prepared dataset with an unexpected split or image shape.
         DatasetNotPreparedError: If the dataset is not prepared and `strict`.
     """
     requested = data_config.get("name")
     if requested not in KNOWN_DATASETS:
-        raise ValueError(f"Unknown dataset {requested!r}. Known names: {sorted(KNOWN_DATASETS)}.")
+        raise ConfigError(f"Unknown dataset {requested!r}. Known names: {sorted(KNOWN_DATASETS)}.")
     known = KNOWN_DATASETS[requested]
     data_dir = resolve_data_dir(_config_get(data_config, "data_dir", None))
     if known.fallback is None:

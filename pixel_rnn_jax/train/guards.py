@@ -18,11 +18,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from pixel_rnn_jax import data
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss or the parameters became NaN/inf."""
+from pixel_rnn_jax import data, errors
+from pixel_rnn_jax.errors import TrainingDivergedError
 
 
 class StopRequest:
@@ -56,7 +53,7 @@ def handle_signal(signum: int, handler: Callable):
 def check_model_matches_data(config: ml_collections.ConfigDict, spec: data.DatasetSpec):
     height, width, channels = spec.image_shape
     if config.model.num_channels != channels or config.model.num_levels != spec.num_levels:
-        raise ValueError(
+        raise errors.ConfigError(
             f"Model expects {config.model.num_channels} channel(s) with "
             f"{config.model.num_levels} levels but dataset {spec.name!r} has {channels} "
             f"channel(s) with {spec.num_levels} levels. Set --config.model.num_channels="
@@ -89,7 +86,7 @@ def check_finite(step: int, metrics: Mapping[str, float], last_good: int | None,
 
 def check_workdir_is_local_path(workdir: str):
     if "://" in str(workdir):
-        raise ValueError(
+        raise errors.WorkdirError(
             f"--workdir={workdir}: the runner writes metrics.jsonl, TensorBoard files and "
             "images with local file APIs, so the workdir must be a filesystem path. For a "
             "multi-host run use a path that every host sees, e.g. a Cloud Storage bucket "
@@ -130,7 +127,7 @@ def check_shared_workdir(workdir: str):
         os.remove(path)
     blind = [index for index, ok in enumerate(seen) if not ok]
     if blind:
-        raise ValueError(
+        raise errors.WorkdirError(
             f"--workdir={workdir} is not shared: process(es) {blind} of {jax.process_count()} "
             "cannot see the file process 0 wrote there. Checkpoints of a multi-process run "
             "must live in one place that every host reads and writes at the same path (NFS, "

@@ -24,7 +24,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from pixel_rnn_jax import checkpoints, data, metric_logging, models, parallel
+from pixel_rnn_jax import checkpoints, data, errors, metric_logging, models, parallel
+from pixel_rnn_jax import workdir as workdir_checks
 from pixel_rnn_jax.train import grids, guards
 from pixel_rnn_jax.train.state import TrainState, abstract_state, init_train_state, make_optimizer
 from pixel_rnn_jax.train.steps import evaluate, make_eval_step, make_train_step
@@ -38,7 +39,7 @@ def _check_setup(config: ml_collections.ConfigDict, workdir: str):
     """
     tc = config.train
     guards.check_workdir_is_local_path(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_checks.prepare_workdir(workdir, config)  # creates it; refuses read-only/other model
     spec = data.resolve_dataset(config.data)
     if spec.fallback_reason:
         logging.warning("%s\n%s\n%s", "!" * 80, spec.fallback_reason, "!" * 80)
@@ -49,7 +50,7 @@ def _check_setup(config: ml_collections.ConfigDict, workdir: str):
             tc[what], mesh.devices.size, jax.process_count(), what=f"train.{what}"
         )
     if tc.num_steps < 1 or tc.log_every < 1 or tc.checkpoint_every < 1:
-        raise ValueError(
+        raise errors.ConfigError(
             "train.num_steps, train.log_every and train.checkpoint_every must be >= 1; got "
             f"{tc.num_steps}, {tc.log_every}, {tc.checkpoint_every}."
         )
@@ -106,7 +107,7 @@ def _set_data_state(train_iter: data.TrainIterator, data_state: Any, ckpt_dir) -
     try:
         train_iter.set_state(data_state)
     except ValueError as error:
-        raise ValueError(
+        raise errors.ConfigError(
             f"The checkpoint in {ckpt_dir} was written with other data settings ({error}). "
             "Resume with the settings it was trained with, or start a new --workdir."
         ) from error
@@ -142,9 +143,15 @@ def _log_train_interval(step, num_steps, log: _TrainLog, interval, batch_size, w
     return scalars
 
 
-def _restore_or_init(ckpt, abstract, init_fn, init_rng, sharding, train_iter, writer) -> TrainState:
-    """The latest checkpoint's state (and data position), or a fresh state at step 0."""
-    restored = ckpt.restore_latest(abstract)
+def _restore_or_init(
+    ckpt, abstract, init_fn, init_rng, sharding, train_iter, writer, start_fresh: bool
+) -> TrainState:
+    """The latest checkpoint's state (and data position), or a fresh state at step 0.
+
+    `start_fresh` (`train.start_fresh`) allows a fresh start over checkpoints none of which
+    restores (they are moved aside); without it that is a CheckpointError.
+    """
+    restored = ckpt.restore_latest(abstract, start_fresh=start_fresh)
     if restored is None:
         logging.info("No checkpoint in %s: starting from scratch.", ckpt.directory)
         return jax.jit(init_fn, out_shardings=sharding)(init_rng)
@@ -274,7 +281,7 @@ class _Interval:
         return time.perf_counter() - self.start
 
 
-def _stop_request(cleanup: contextlib.ExitStack) -> guards.StopRequest:
+def _stop_request(cleanup: contextlib.ExitStack, ckpt) -> guards.StopRequest:
     """A SIGTERM handler (one process) whose `signum` the loop reads at step boundaries.
 
     Several processes: no Python handler. JAX's preemption service (started by
@@ -284,6 +291,8 @@ def _stop_request(cleanup: contextlib.ExitStack) -> guards.StopRequest:
     stop = guards.StopRequest()
     if jax.process_count() == 1:
         cleanup.enter_context(guards.handle_signal(signal.SIGTERM, stop))
+        # Runs first on exit, handler still installed: a 2nd SIGTERM cannot kill the save.
+        cleanup.callback(ckpt.wait_until_finished)
     elif not guards.preemption_notice_is_shared():
         logging.warning(
             "JAX's preemption service is off (jax_enable_preemption_service): a SIGTERM "
@@ -361,13 +370,15 @@ def train_and_evaluate(
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        state = _restore_or_init(ckpt, abstract, init_fn, init_rng, replicated, train_iter, writer)
+        state = _restore_or_init(
+            ckpt, abstract, init_fn, init_rng, replicated, train_iter, writer, tc.start_fresh
+        )
         step = run_start_step = int(jax.device_get(state.step))
         _log_start(config, spec, mesh, abstract, step)
         p_train_step = make_train_step(model, tx, spec.num_levels, mesh)
         train_rng = parallel.replicate(train_rng, mesh)
         reporter = _Reporter(config, spec, mesh, model, writer, progress, sample_rng, is_writer)
-        metrics, interval, stop = _PendingMetrics(ckpt), _Interval(), _stop_request(cleanup)
+        metrics, interval, stop = _PendingMetrics(ckpt), _Interval(), _stop_request(cleanup, ckpt)
         last_eval, last_eval_step, last_scalars, preempted = {}, -1, {}, False
         while step < tc.num_steps:
             batch = parallel.shard_batch(next(train_iter), mesh)

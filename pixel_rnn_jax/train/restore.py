@@ -10,7 +10,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from pixel_rnn_jax import checkpoints, data, metric_logging, models, parallel
+from pixel_rnn_jax import checkpoints, data, errors, metric_logging, models, parallel
+from pixel_rnn_jax import workdir as workdir_checks
 from pixel_rnn_jax.train import grids, guards, state, steps
 
 
@@ -37,8 +38,9 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str 
       A LoadedCheckpoint.
 
     Raises:
-      FileNotFoundError: the workdir has no checkpoint.
+      NoCheckpointError: the workdir has no checkpoint (a FileNotFoundError).
     """
+    workdir_checks.check_config_matches(workdir, config)
     spec = data.resolve_dataset(config.data)
     guards.check_model_matches_data(config, spec)
     mesh = parallel.make_mesh()
@@ -58,7 +60,7 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str 
     finally:
         ckpt.close()
     if restored is None:
-        raise FileNotFoundError(
+        raise errors.NoCheckpointError(
             f"No checkpoint in {ckpt.directory}. Train first: python -m experiments.train "
             f"--config=... --workdir={workdir}"
         )

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from pixel_rnn_jax import errors
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -42,7 +44,7 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
     elif name == "adam":
         optimizer = optax.adam(train_config.learning_rate, eps=train_config.eps)
     else:
-        raise ValueError(f"Unknown train.optimizer {name!r}; use 'rmsprop' or 'adam'.")
+        raise errors.ConfigError(f"Unknown train.optimizer {name!r}; use 'rmsprop' or 'adam'.")
     if train_config.grad_clip_norm and train_config.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), optimizer)
     return optimizer
