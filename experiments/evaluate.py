@@ -1,8 +1,9 @@
-r"""Test NLL of a trained run: `python -m experiments.evaluate --config=NAME --workdir=DIR`.
+r"""NLL of a trained run: `python -m experiments.evaluate --config=NAME --workdir=DIR`.
 
-Reports nats/image and bits/dim over the whole test split for the latest checkpoint, or the
-best one by eval NLL with --which=best. Reads checkpoints without changing anything, so it is
-safe next to a running training job.
+Reports nats/image and bits/dim over a whole split (`--split`, default the split the paper
+reports: test, or validation for ImageNet) for the latest checkpoint, or with --which=best
+the one the run selected (lowest NLL on its validation split where the dataset has one).
+Reads checkpoints without changing anything, so it is safe next to a running training job.
 """
 
 import json
@@ -14,6 +15,9 @@ from experiments import cli, configs
 _CONFIG = configs.define_config_flag("config")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory. Default ./workdirs/<config>.")
 _WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Dataset split to evaluate (e.g. validation); default the reported one."
+)
 flags.mark_flags_as_required(["config"])
 flags.declare_key_flag("config")  # defined in experiments.configs; list it in --helpshort
 
@@ -25,11 +29,12 @@ def main(argv):
 
     metric_logging.quiet_library_info_logs()
     name, workdir = configs.flag_run_dirs(_WORKDIR.value)
-    result = train.evaluate_checkpoint(_CONFIG.value, workdir, _WHICH.value)
+    result = train.evaluate_checkpoint(_CONFIG.value, workdir, _WHICH.value, _SPLIT.value)
     print(
-        f"{name} {_WHICH.value} checkpoint (step {result['step']}) in {workdir}: test NLL "
-        f"{result['eval/nll']:.3f} nats/image, {result['eval/bits_per_dim']:.4f} bits/dim "
-        f"over {result['eval/num_images']} test images."
+        f"{name} {_WHICH.value} checkpoint (step {result['step']}) in {workdir}: "
+        f"{result['split']} NLL {result['eval/nll']:.3f} nats/image, "
+        f"{result['eval/bits_per_dim']:.4f} bits/dim over {result['eval/num_images']} "
+        f"{result['split']} images."
     )
     print(json.dumps(result))
 

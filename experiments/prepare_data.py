@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+from experiments import cli
 from pixel_rnn_jax.data import prepare
 from pixel_rnn_jax.data.download import PrepareError, RetryPolicy
 
@@ -55,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

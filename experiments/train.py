@@ -98,11 +98,23 @@ def main(argv):
         print(f"Stopped at step {result['step']} (SIGTERM); rerun the same command to resume.")
         return
     logging.info("Final metrics: %s", result)
+    split = result["eval_split"]
     print(
-        f"Step {result['step']}: test NLL {result['eval/nll']:.2f} nats/image "
-        f"({result['eval/bits_per_dim']:.4f} bits/dim) on {result['eval/num_images']} test "
+        f"Step {result['step']}: {split} NLL {result['eval/nll']:.2f} nats/image "
+        f"({result['eval/bits_per_dim']:.4f} bits/dim) on {result['eval/num_images']} {split} "
         f"images, {result['images_per_sec']:.0f} images/s."
     )
+    if "test/nll" in result:
+        print(
+            f"Best checkpoint by validation NLL (step {result['test/checkpoint_step']}): test "
+            f"NLL {result['test/nll']:.2f} nats/image ({result['test/bits_per_dim']:.4f} "
+            f"bits/dim) on {result['test/num_images']} test images."
+        )
+    else:
+        print(
+            f"{result['dataset']!r} has no separate validation split: the number above is the "
+            "last step's, not a selected checkpoint's."
+        )
     if _CONFIG.value.paper_result:
         caveat = ""
         if result.get("fallback_reason"):

@@ -212,3 +212,43 @@ def test_cpu_devices_flag_trains_data_parallel_over_that_many_devices(tmp_path, 
     assert devices["mesh_shape"] == {"data": 2}
     rows = metric_logging.read_metrics(str(workdir))
     assert [r["step"] for r in rows if "train/loss" in r][-1] == 2
+
+
+def test_dataset_with_a_validation_split_selects_on_it_and_reports_the_best_on_test(tmp_path):
+    # A tiny binarized MNIST in the real format (train / validation / test), prepared offline.
+    import data_fixtures  # noqa: PLC0415 - tests/ helper, imported where it is needed
+
+    from pixel_rnn_jax.data import prepare  # noqa: PLC0415
+
+    data_fixtures.make_sources(tmp_path / "source")
+    data_dir = str(tmp_path / "data")
+    prepare.prepare_dataset(
+        "binarized_mnist", data_dir, source=str(tmp_path / "source"), verify_checksums=False
+    )
+    config = _smoke(num_steps=4, eval_every=2, checkpoint_every=2, log_every=2)
+    config.data.name, config.data.data_dir = "binarized_mnist", data_dir
+    config.train.eval_max_batches = 0  # the whole (tiny) splits
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+
+    # Evaluation during training is on validation (9 images), never on test (7 images).
+    assert result["eval_split"] == "validation" and result["selected_by"] == "validation"
+    eval_rows = [r for r in metric_logging.read_metrics(str(tmp_path / "run")) if "eval/nll" in r]
+    assert [r["step"] for r in eval_rows] == [2, 4]
+    assert {r["eval/num_images"] for r in eval_rows} == {9}
+    # The reported number is the best-by-validation checkpoint's, on the test split.
+    best = min(eval_rows, key=lambda r: r["eval/nll"])
+    assert result["test/checkpoint_step"] == best["step"]
+    assert result["test/num_images"] == 7
+    on_test = train.evaluate_checkpoint(config, str(tmp_path / "run"), "best")
+    assert on_test["split"] == "test" and on_test["step"] == best["step"]
+    assert on_test["eval/nll"] == pytest.approx(result["test/nll"], rel=1e-6)
+    on_validation = train.evaluate_checkpoint(config, str(tmp_path / "run"), "best", "validation")
+    assert on_validation["eval/nll"] == pytest.approx(best["eval/nll"], rel=1e-6)
+    with pytest.raises(ValueError, match="no split 'nope'"):
+        train.evaluate_checkpoint(config, str(tmp_path / "run"), "best", "nope")
+
+
+def test_dataset_without_a_validation_split_reports_the_last_step(tmp_path):
+    result = train.train_and_evaluate(_smoke(num_steps=2, eval_every=2), str(tmp_path))
+    assert result["eval_split"] == "test" and result["selected_by"] == "last step"
+    assert not any(key.startswith("test/") for key in result)

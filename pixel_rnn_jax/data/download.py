@@ -25,6 +25,8 @@ import tensorflow_datasets as tfds
 import tqdm
 import urllib3
 
+from pixel_rnn_jax import errors
+
 # Where TFDS keeps the checksums of each builder, relative to its package root.
 # Builders in `datasets/<name>/` ship a `checksums.tsv`; older ones in
 # `image_classification/` have theirs in `url_checksums/<name>.txt`.
@@ -38,7 +40,7 @@ _TFDS_CHECKSUM_FILES = {
 _CHUNK_BYTES = 1 << 20
 
 
-class PrepareError(RuntimeError):
+class PrepareError(errors.UserError, RuntimeError):
     """A dataset could not be prepared; the message is one line saying why and what to do."""
 
 

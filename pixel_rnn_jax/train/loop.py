@@ -182,39 +182,66 @@ class _Reporter:
             first = next(iter(self.eval_batches()))
             self.completion_source = first["image"][first["mask"]][: self.config.train.num_samples]
 
-    def eval_batches(self):
+    def eval_batches(self, split: str | None = None):
         return data.eval_batches(
             self.spec,
             self.config.data,
             global_batch_size=self.config.train.eval_batch_size,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            split=split or self.spec.selection_split,
         )
 
-    def evaluate(self, params, at_step: int) -> dict[str, float]:
-        """NLL over the whole test split (or eval_max_batches of it), logged and written."""
+    def evaluate(self, params, at_step: int, *, split=None, prefix="eval") -> dict[str, float]:
+        """NLL over a whole split (or eval_max_batches of it), logged and written.
+
+        Args:
+          params: replicated parameters.
+          at_step: the step the metrics are written at.
+          split: default `spec.selection_split`: validation where the dataset has one, so
+            that the best checkpoint is chosen without looking at the test split.
+          prefix: the metrics' prefix ('eval' during training, 'test' for the final report).
+        """
+        split = split or self.spec.selection_split
         start = time.perf_counter()
         num_dims = math.prod(self.spec.image_shape)
         metrics = evaluate(
             self.p_eval_step,
             params,
-            self.eval_batches(),
+            self.eval_batches(split),
             self.mesh,
             num_dims,
             self.config.train.eval_max_batches,
         )
-        metrics["eval/seconds"] = time.perf_counter() - start
+        metrics = {k.replace("eval/", f"{prefix}/", 1): v for k, v in metrics.items()}
+        metrics[f"{prefix}/seconds"] = time.perf_counter() - start
         self.writer.write_scalars(at_step, metrics)
         self.progress.clear()
         logging.info(
-            "step %d | eval NLL %.3f nats/image (%.4f bits/dim) on %d test images | %.1f s",
+            "step %d | %s NLL %.3f nats/image (%.4f bits/dim) on %d %s images | %.1f s",
             at_step,
-            metrics["eval/nll"],
-            metrics["eval/bits_per_dim"],
-            metrics["eval/num_images"],
-            metrics["eval/seconds"],
+            prefix,
+            metrics[f"{prefix}/nll"],
+            metrics[f"{prefix}/bits_per_dim"],
+            metrics[f"{prefix}/num_images"],
+            split,
+            metrics[f"{prefix}/seconds"],
         )
         return metrics
+
+    def test_best(self, ckpt, abstract, at_step: int) -> dict[str, Any]:
+        """The best checkpoint by validation NLL, evaluated once on the reported split.
+
+        Only for datasets whose validation split is not the reported one (binarized MNIST):
+        there the checkpoint is selected on validation and the number reported is that
+        checkpoint's test NLL, never a test number chosen by looking at the test split.
+        """
+        ckpt.wait_until_finished()
+        best = ckpt.restore_latest(abstract, which="best")
+        metrics = self.evaluate(
+            best.state.params, at_step, split=self.spec.eval_split, prefix="test"
+        )
+        return {**metrics, "test/checkpoint_step": best.step}
 
     def write_samples(self, params, at_step: int):
         """Sample and completion grids (process 0; after the step's checkpoint is saved)."""
@@ -332,9 +359,13 @@ def train_and_evaluate(
 
     Returns:
       {'step', 'preempted', 'train/loss' and 'train/bits_per_dim' (mean of the last log
-      interval), 'images_per_sec', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images',
-      'dataset', 'fallback_reason'} at the last step reached; with `return_state`, the pair
-      (that dict, final state).
+      interval), 'images_per_sec', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images' (on
+      'eval_split': the validation split where the dataset has one, else the reported
+      split), 'selected_by' ('validation' or 'last step'), 'dataset', 'fallback_reason'} at
+      the last step reached, plus 'test/nll', 'test/bits_per_dim', 'test/num_images' and
+      'test/checkpoint_step' (the best checkpoint by validation, on the test split) when the
+      dataset has a separate validation split; with `return_state`, the pair (that dict,
+      final state).
 
     Raises:
       TrainingDivergedError: NaN/inf loss or parameters (names the step).
@@ -431,9 +462,12 @@ def train_and_evaluate(
                 break
         metrics.settle()
         if step >= tc.num_steps and last_eval_step != step:
-            # Resumed at (or past) the end: report the final model's test NLL anyway.
+            # Resumed at (or past) the end: report the final model's NLL anyway.
             last_eval = reporter.evaluate(state.params, step)
             reporter.write_samples(state.params, step)
+        selects_on_validation = spec.validation_split not in (None, spec.eval_split)
+        if selects_on_validation and not preempted:
+            last_eval = {**last_eval, **reporter.test_best(ckpt, abstract, step)}
 
     result = {
         "step": step,
@@ -441,6 +475,10 @@ def train_and_evaluate(
         "images_per_sec": last_scalars.get("images_per_sec", float("nan")),
         "dataset": spec.name,
         "fallback_reason": spec.fallback_reason,
+        # 'eval/*' are on `eval_split` ('validation' or the reported split); with a separate
+        # validation split, 'test/*' are the best-by-validation checkpoint's on the test split.
+        "eval_split": spec.selection_split,
+        "selected_by": "validation" if selects_on_validation else "last step",
         **last_eval,
         **{k: last_scalars[k] for k in ("train/loss", "train/bits_per_dim") if k in last_scalars},
     }

@@ -70,12 +70,25 @@ def load_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str 
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    which: str = "latest",
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Test NLL (nats/image and bits/dim) of a run's latest or best checkpoint.
+    """NLL (nats/image and bits/dim) of a run's latest or best checkpoint on one split.
+
+    Args:
+      config: the run's config.
+      workdir: the run's work directory.
+      which: 'latest' or 'best' (lowest NLL on the split the run selected on).
+      split: any split of the dataset; default the reported one (`spec.eval_split`).
 
     Returns:
-      {'step', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images'} over the whole test split.
+      {'step', 'split', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images'} over the whole
+      split.
+
+    Raises:
+      ConfigError: `split` is not a split of the prepared dataset.
     """
     loaded = load_checkpoint(config, workdir, which)
     p_eval_step = steps.make_eval_step(loaded.model, loaded.spec.num_levels, loaded.mesh)
@@ -85,17 +98,24 @@ def evaluate_checkpoint(
         jax.process_count(),
         what="train.eval_batch_size",
     )
+    split = split or loaded.spec.eval_split
+    if split not in loaded.spec.split_sizes:
+        raise errors.ConfigError(
+            f"Dataset {loaded.spec.name!r} has no split {split!r}; its splits are "
+            f"{sorted(loaded.spec.split_sizes)}."
+        )
     batches = data.eval_batches(
         loaded.spec,
         config.data,
         global_batch_size=config.train.eval_batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        split=split,
     )
     metrics = steps.evaluate(
         p_eval_step, loaded.params, batches, loaded.mesh, math.prod(loaded.spec.image_shape)
     )
-    return {"step": loaded.step, **metrics}
+    return {"step": loaded.step, "split": split, **metrics}
 
 
 def sample_checkpoint(
