@@ -7,14 +7,19 @@ split over the devices, distributed set-up, divergence, an unusable workdir, a f
 already says what went wrong and how to fix it: a traceback would only bury that line, so it
 is printed alone on stderr and the command exits with status 1. Anything else is a bug and
 propagates with its traceback.
+
+It also gives every entry point the fast CPU allocator setting by default
+(`allocator.ensure_huge_pages`: glibc's huge-page malloc, by re-executing once), and logs
+once at start which setting is in effect.
 """
 
 import functools
 import sys
 from collections.abc import Callable
 
-from absl import app
+from absl import app, logging
 
+from experiments import allocator
 from pixel_rnn_jax import errors
 
 EXIT_USER_ERROR = 1  # a user-facing error; a traceback exits with Python's own status 1 too
@@ -33,6 +38,7 @@ def report_user_errors(main: Callable) -> Callable:
 
     @functools.wraps(main)
     def wrapped(argv):
+        logging.info(allocator.describe())
         try:
             return main(argv)
         except Exception as error:
@@ -46,5 +52,10 @@ def report_user_errors(main: Callable) -> Callable:
 
 
 def run(main: Callable):
-    """`absl.app.run(main)`, with the project's user-facing errors reported without traceback."""
+    """`absl.app.run(main)` with the fast allocator and user errors reported without traceback.
+
+    May re-execute the process first (`allocator.ensure_huge_pages`), before any flag is
+    parsed; the re-executed process gets the same command line and runs `main` once.
+    """
+    allocator.ensure_huge_pages()
     app.run(report_user_errors(main))
