@@ -1,9 +1,10 @@
 """Where a train step's time goes: `python -m experiments.profile_step --output FILE.md`.
 
-Traces a few calls of the benchmark's train step (`experiments/benchmark.py`'s step, unroll
-1) with `jax.profiler` and prints, per model, the milliseconds per step by XLA operation
-kind, inside vs outside the recurrence loops, and by model scope (forward/backward). CPU
-traces only (XLA:CPU's worker-thread events); see `experiments/benchmarks/profiling.py`.
+Traces a few calls of the runner's own train step (`benchmarks/runner_step.py`: clipping,
+metrics, `shard_map`; unroll 1) with `jax.profiler` and prints, per model, the milliseconds
+per step by direction (forward/backward), by XLA operation kind (all, and the backward
+pass's alone), inside vs outside the recurrence loops, and by model scope. CPU traces only
+(XLA:CPU's worker-thread events); see `experiments/benchmarks/profiling.py`.
 
 Example:
   python -m experiments.profile_step --models=row_lstm,diagonal_bilstm --size=28 \\
@@ -56,7 +57,8 @@ def main(argv):
             "# Train-step profiles\n\n"
             f"- command: python -m experiments.profile_step {shlex.join(argv_flags)}\n"
             f"- machine: {machine['cpu_model']}, nproc={machine['nproc']}, load average "
-            f"{machine['load_average']}, jax {jax.__version__}\n\n"
+            f"{machine['load_average']}, jax {jax.__version__}, GLIBC_TUNABLES="
+            f"{machine['glibc_tunables'] or '(unset)'}\n\n"
         )
         with open(FLAGS.output, "w") as f:
             f.write(header + "\n".join(sections))

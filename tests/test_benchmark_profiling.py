@@ -71,3 +71,24 @@ def test_cli_writes_the_tables_and_refuses_unknown_models(tmp_path):
     assert text.startswith("# Train-step profiles") and "## pixelcnn 8x8, batch 2" in text
     refused = subprocess.run([*command, "--models=gru"], cwd=repo, capture_output=True, text=True)
     assert refused.returncode != 0 and "Unknown models ['gru']" in refused.stderr
+
+
+def test_summary_splits_time_by_direction_and_ranks_the_backward_kinds():
+    ops = [
+        profiling.OpTime("dot.1", 4_000_000, 2),
+        profiling.OpTime("dot.2", 6_000_000, 2),
+        profiling.OpTime("copy.3", 2_000_000, 2),
+    ]
+    scopes = {
+        "dot.1": "jit(step)/jvp(M)/skip_0/dot",
+        "dot.2": "jit(step)/transpose(jvp(M))/skip_0/dot",
+        "copy.3": "jit(step)/transpose(jvp(M))/row_lstm_0/layer/copy",
+    }
+    summary = profiling.summarize(ops, calls=2, scopes=scopes)
+    assert dict(summary["by_direction"]) == pytest.approx({"forward": 2.0, "backward": 4.0})
+    assert summary["backward_by_kind"] == [
+        ("dot", pytest.approx(3.0)),
+        ("copy", pytest.approx(1.0)),
+    ]
+    table = profiling.format_summary({**summary, "model": "m", "image_size": 8, "batch_size": 2})
+    assert "| operation kind, backward pass only | ms |" in table and "| dot | 3.00 |" in table

@@ -138,9 +138,18 @@ def summarize(
     }
     if scopes is not None:
         by_scope: collections.Counter[tuple[str, str]] = collections.Counter()
+        by_direction: collections.Counter[str] = collections.Counter()
+        backward_by_kind: collections.Counter[str] = collections.Counter()
         for op in work:
-            by_scope[scope_of(scopes.get(op.name, "(no metadata: buffer copies)"))] += op.self_ns
+            direction, scope = scope_of(scopes.get(op.name, "(no metadata: buffer copies)"))
+            by_scope[direction, scope] += op.self_ns
+            by_direction[direction] += op.self_ns
+            if direction == "backward":
+                backward_by_kind[op.kind] += op.self_ns
         summary["by_scope"] = [(f"{d} {s}", ms(ns)) for (d, s), ns in by_scope.most_common(top)]
+        # Where the backward pass's time goes, the table issue 15 ranks its candidates by.
+        summary["by_direction"] = [(d, ms(ns)) for d, ns in by_direction.most_common()]
+        summary["backward_by_kind"] = [(k, ms(ns)) for k, ns in backward_by_kind.most_common(top)]
     return summary
 
 
@@ -181,7 +190,13 @@ def format_summary(summary: dict[str, object]) -> str:
         f"{summary['in_loop_ms']:.1f}; outside {summary['outside_loop_ms']:.1f}; runtime "
         f"(loop control, thunk dispatch) {summary['runtime_overhead_ms']:.1f}",
     ]
-    for key, title in (("by_kind", "operation kind"), ("by_scope", "model scope")):
+    tables = (
+        ("by_direction", "direction (forward includes the optimiser update and copies)"),
+        ("by_kind", "operation kind"),
+        ("backward_by_kind", "operation kind, backward pass only"),
+        ("by_scope", "model scope"),
+    )
+    for key, title in tables:
         if key in summary:
             lines += ["", f"| {title} | ms |", "|---|---|"]
             lines += [f"| {label} | {value:.2f} |" for label, value in summary[key]]
