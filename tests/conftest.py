@@ -9,3 +9,26 @@ import os
 import tempfile
 
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="pixel_rnn_jax_tfds_"))
+
+import jax  # noqa: E402 - after TFDS_DATA_DIR is set
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """A persistent compilation cache for one test module, subprocesses included.
+
+    Runner tests re-jit the same tiny steps in every run; with the cache each is compiled
+    once per module. Yields the directory (pass it to child processes as
+    JAX_COMPILATION_CACHE_DIR) and restores the previous settings afterwards.
+    """
+    previous = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    cache_dir = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield cache_dir
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])

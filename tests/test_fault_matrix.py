@@ -49,21 +49,6 @@ TRAIN = {
 }
 
 
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-    """Shares compiled steps between every run of this module, subprocesses included."""
-    previous = (
-        jax.config.jax_compilation_cache_dir,
-        jax.config.jax_persistent_cache_min_compile_time_secs,
-    )
-    cache_dir = str(tmp_path_factory.mktemp("jax_cache"))
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield cache_dir
-    jax.config.update("jax_compilation_cache_dir", previous[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-
-
 def _config(num_steps: int, **train_overrides):
     config = configs.get_config("row_lstm_mnist_smoke")
     for key, value in {**TRAIN, "num_steps": num_steps, **train_overrides}.items():

@@ -505,12 +505,7 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         inputs.append(x)
         x = residual.residual(model, x, incremental.dense(layer["output"], hidden + right[index]))
         outputs.append(x)
-    column_state = {
-        "hidden": jnp.stack(hiddens),
-        "cell": jnp.stack(cells),
-        "inputs": jnp.stack(inputs),
-    }
-    return column_state, outputs
+    return incremental.stack_layers(hidden=hiddens, cell=cells, inputs=inputs), outputs
 
 
 def _write(model: nn.Module, cache, column_state, column: jax.Array) -> incremental.Cache:

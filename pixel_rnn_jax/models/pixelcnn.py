@@ -130,7 +130,7 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         y = incremental.add_conditioning(y, conditioning, block["conditioning"])
         x = residual.residual(model, x, incremental.dense(block["expand"], nn.relu(y)))
         outputs.append(x)
-    return {"reduced": jnp.stack(reduced_states)}, outputs
+    return incremental.stack_layers(reduced=reduced_states), outputs
 
 
 def _write(model: nn.Module, cache, column_state, column: jax.Array) -> incremental.Cache:

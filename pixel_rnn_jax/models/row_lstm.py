@@ -228,12 +228,7 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         inputs.append(x)
         x = residual.residual(model, x, incremental.dense(layer["output"], hidden))
         outputs.append(x)
-    column_state = {
-        "hidden": jnp.stack(hiddens),
-        "cell": jnp.stack(cells),
-        "inputs": jnp.stack(inputs),
-    }
-    return column_state, outputs
+    return incremental.stack_layers(hidden=hiddens, cell=cells, inputs=inputs), outputs
 
 
 def _write(model: nn.Module, cache, column_state, column: jax.Array) -> incremental.Cache:

@@ -86,6 +86,12 @@ def add_conditioning(pre_activation, conditioning, kernel):
     return pre_activation + conditioning @ kernel
 
 
+def stack_layers(**per_layer: list[jax.Array]) -> Cache:
+    """A pixel's `column_state`: each named list of per-layer `[batch, ...]` arrays stacked
+    into one `[layers, batch, ...]` array."""
+    return {name: jnp.stack(values) for name, values in per_layer.items()}
+
+
 def no_row_work(model: nn.Module, body_params: Params, cache: Cache, *unused) -> Cache:
     """A `CachedBody.start_row` / `end_row` for bodies with nothing to do between rows."""
     del model, body_params, unused
