@@ -47,7 +47,7 @@ def nll_bits_per_dim(nll_nats: jax.Array | float, num_dims: int) -> jax.Array | 
 
 
 def multiscale_log_likelihood_parts(
-    model: multiscale.MultiScalePixelRNN, variables, images: jax.Array
+    model: multiscale.MultiScalePixelRNN, variables, images: jax.Array, labels=None
 ):
     """The two terms of log p(x), each computed by its own network alone.
 
@@ -55,17 +55,20 @@ def multiscale_log_likelihood_parts(
       model: a MultiScalePixelRNN.
       variables: its variables.
       images: integer `[batch, height, width, channels]` in [0, num_levels).
+      labels: integer `[batch]` for a class-conditional model (then both terms are given
+        y), None otherwise.
 
     Returns:
       (log p_small(s), log p_cond(rest | s)), each `[batch]` in nats; their sum equals
-      `log_likelihood(model.apply(variables, images), images, num_levels)`.
+      `log_likelihood(model.apply(variables, images, labels=labels), images, num_levels)`.
     """
     images = jnp.asarray(images)
     layers.validate_images(images, model.num_channels, model.num_levels)
+    layers.validate_labels(labels, images.shape[0], model.num_classes)
     levels, f = model.num_levels, model.factor
     small_images = multiscale.subsample(images, f)
     small_logits = model.apply(
-        variables, small_images, method=multiscale.MultiScalePixelRNN.small_logits
+        variables, small_images, labels, method=multiscale.MultiScalePixelRNN.small_logits
     )
     small_ll = log_likelihood(small_logits, small_images, levels)
     inputs = layers.preprocess_images(images, levels)
@@ -73,6 +76,7 @@ def multiscale_log_likelihood_parts(
         variables,
         inputs,
         multiscale.subsample(inputs, f),
+        labels,
         method=multiscale.MultiScalePixelRNN.conditional_logits,
     )
     per_dim = log_prob_per_dim(conditional_logits, images, levels)

@@ -39,6 +39,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.output_dim = 32  # hidden features of the output stack
     config.use_residual = True  # residual connection around every body unit
     config.use_skip = True  # learnable 1x1 skip connections from every unit to the output
+    # 0: unconditional p(x). > 0: class-conditional p(x | y), y in [0, num_classes): every
+    # body unit adds a learned embedding of the label to its input-to-state pre-activations.
+    config.num_classes = 0
     # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.
     config.multiscale = multiscale.default_multiscale_config()
     return config
@@ -68,7 +71,8 @@ def count_parameters(config: ml_collections.ConfigDict, height: int = 8, width: 
     """
     model = build_model(config)
     images = jax.ShapeDtypeStruct((1, height, width, config.num_channels), jax.numpy.int32)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    labels = jax.ShapeDtypeStruct((1,), jax.numpy.int32) if config.num_classes else None
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images, labels)
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
 
 

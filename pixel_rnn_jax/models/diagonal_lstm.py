@@ -33,6 +33,8 @@ RIGHT_INPUT = "right_to_left_input"  # the same for the right-to-left direction
 RIGHT_CONTEXT = "right_to_left_context"  # full_context only: unmasked 1x1 of the image
 LEFT_CONDITIONING = "left_to_right_conditioning"  # multi-scale only: unmasked 1x1s of the
 RIGHT_CONDITIONING = "right_to_left_conditioning"  # conditioning map, one per direction
+LEFT_CLASS_EMBEDDING = "left_to_right_class_embedding"  # conditional only: [num_classes, 4h]
+RIGHT_CLASS_EMBEDDING = "right_to_left_class_embedding"  # per-class gate biases, per direction
 STATE_TO_STATE = "state_to_state"  # [2, 2h, 4h]: the 2 x 1 column kernels, left then right
 
 
@@ -368,10 +370,13 @@ class DiagonalBiLSTMLayer(nn.Module):
         x: jax.Array,
         context: jax.Array | None = None,
         conditioning: jax.Array | None = None,
+        labels_one_hot: jax.Array | None = None,
     ) -> jax.Array:
         """Args: x [batch, height, width, features]; context: the image in [-1, 1];
         conditioning: optional [batch, height, width, c] map known in full (multi-scale),
-        added to the gates of both directions."""
+        added to the gates of both directions; labels_one_hot: optional
+        [batch, num_classes] class codes, whose learned embedding (one per direction) is
+        added to the gates at every pixel."""
         _, height, width, _ = x.shape
         # The input-to-state 1x1 convolutions run on the skewed input (2h features, time
         # first) rather than skewing their 4h outputs: half the data to skew and unskew,
@@ -405,6 +410,14 @@ class DiagonalBiLSTMLayer(nn.Module):
             right_gates = right_gates + conditioning_1x1(name=RIGHT_CONDITIONING)(
                 to_columns(conditioning[:, :, ::-1])
             )
+        if labels_one_hot is not None:
+            # The same at every pixel. Off the image the skewed gates then hold more than
+            # the bias, which `sweep_columns` ignores all the same.
+            class_1x1 = functools.partial(nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False)
+            left_class = class_1x1(name=LEFT_CLASS_EMBEDDING)(labels_one_hot)  # [batch, 4h]
+            right_class = class_1x1(name=RIGHT_CLASS_EMBEDDING)(labels_one_hot)
+            left_gates = left_gates + left_class[None, :, None]  # [columns, batch, height, 4h]
+            right_gates = right_gates + right_class[None, :, None]
         # Off the image the skewed input is zero but the bias is not: `sweep_columns` treats
         # those gates as zero, so that states there stay zero (the first column reads its
         # left neighbour from them).
@@ -438,16 +451,28 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
 # the next row adds (the shift-down), O(1) per pixel amortised.
 
 
-def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params:
+def _prepare(
+    model: nn.Module, params: incremental.Params, labels_one_hot: jax.Array | None = None
+) -> incremental.Params:
     groups = model.num_channels
     body = []
     for unit in residual.unit_params(params, KIND, model.num_layers):
         layer = unit[residual.LAYER]
         context = layer.get(RIGHT_CONTEXT)
+        inputs = {}
+        for key, name, class_name in (
+            ("left_input", LEFT_INPUT, LEFT_CLASS_EMBEDDING),
+            ("right_input", RIGHT_INPUT, RIGHT_CLASS_EMBEDDING),
+        ):
+            dense = incremental.masked_dense(layer[name], groups, NUM_GATES)
+            # Bias [4h], or [batch, 4h] with the class embedding of each image's label.
+            dense["bias"] = incremental.add_class_embedding(
+                dense["bias"], layer, class_name, labels_one_hot
+            )
+            inputs[key] = dense
         body.append(
             {
-                "left_input": incremental.masked_dense(layer[LEFT_INPUT], groups, NUM_GATES),
-                "right_input": incremental.masked_dense(layer[RIGHT_INPUT], groups, NUM_GATES),
+                **inputs,
                 # [channels, 4h], full_context only: unmasked, since its output moves a row down.
                 "right_context": None if context is None else context["kernel"],
                 "left_conditioning": incremental.conditioning_kernel(layer, LEFT_CONDITIONING),
@@ -529,7 +554,8 @@ def _end_row(model, body_params, cache, image_row, conditioning_row):
     gates = jnp.einsum(
         "lbwi,lio->lbwo", cache["inputs"], stack(lambda p: p["right_input"]["kernel"])
     )
-    gates = gates + stack(lambda p: p["right_input"]["bias"])[:, None, None]
+    bias = stack(lambda p: p["right_input"]["bias"])  # [L, 4h], or [L, batch, 4h] (labels)
+    gates = gates + (bias[:, None, None] if bias.ndim == 2 else bias[:, :, None])
     if model.full_context:
         context = stack(lambda p: p["right_context"])  # [L, channels, 4h]
         gates = gates + jnp.einsum("bwc,lco->lbwo", image_row, context)

@@ -136,48 +136,63 @@ class MultiScalePixelRNN(nn.Module):
     def num_channels(self) -> int:
         return self.conditional.num_channels
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    @property
+    def num_classes(self) -> int:
+        return self.conditional.num_classes
+
+    def __call__(self, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Joint logits for integer `images` [batch, height, width, channels].
+
+        `labels`: integer `[batch]` for a class-conditional model (both networks condition
+        on them: p(x | y) = p_small(s | y) p_cond(rest | s, y)), None for an unconditional one.
 
         Returns:
           [batch, height, width, channels] Bernoulli logits when `num_levels == 2`, else
           [batch, height, width, channels, num_levels]; grid positions hold p_small's.
         """
         layers.validate_images(images, self.num_channels, self.num_levels)
-        return self.logits_from_inputs(layers.preprocess_images(images, self.num_levels))
+        layers.validate_labels(labels, images.shape[0], self.num_classes)
+        return self.logits_from_inputs(
+            layers.preprocess_images(images, self.num_levels), labels=labels
+        )
 
-    def logits_from_inputs(self, inputs: jax.Array) -> jax.Array:
+    def logits_from_inputs(self, inputs: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Joint logits from the float encoding `[batch, height, width, channels]` in [-1, 1]."""
         small_inputs = subsample(inputs, self.factor)
-        small_logits = self.small.logits_from_inputs(small_inputs)
-        conditional_logits = self.conditional_logits(inputs, small_inputs)
+        small_logits = self.small.logits_from_inputs(small_inputs, labels=labels)
+        conditional_logits = self.conditional_logits(inputs, small_inputs, labels)
         return merge_logits(small_logits, conditional_logits, self.factor)
 
-    def small_logits(self, small_images: jax.Array) -> jax.Array:
+    def small_logits(self, small_images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """The small model's logits for integer s `[batch, ceil(H/f), ceil(W/f), channels]`."""
-        return self.small(small_images)
+        return self.small(small_images, labels)
 
     def conditioning(self, small_inputs: jax.Array, height: int, width: int) -> jax.Array:
         """The upsampled conditioning map `[batch, height, width, cond_dim]` of s in [-1, 1]."""
         return self.encoder(small_inputs, height, width)
 
-    def conditional_logits(self, inputs: jax.Array, small_inputs: jax.Array) -> jax.Array:
+    def conditional_logits(
+        self, inputs: jax.Array, small_inputs: jax.Array, labels: jax.Array | None = None
+    ) -> jax.Array:
         """The conditional network's logits at every position, given x and s separately.
 
         Args:
           inputs: x in [-1, 1], `[batch, height, width, channels]`; the logits at p depend
             only on its positions before p.
           small_inputs: s in [-1, 1], `[batch, ceil(H/f), ceil(W/f), channels]`; seen whole.
+          labels: integer `[batch]` (class-conditional models only), seen whole too.
 
         Returns:
           Logits shaped like the model's output (meaningful off the grid only).
         """
         conditioning = self.conditioning(small_inputs, inputs.shape[1], inputs.shape[2])
-        return self.conditional_from_map(inputs, conditioning)
+        return self.conditional_from_map(inputs, conditioning, labels)
 
-    def conditional_from_map(self, inputs: jax.Array, conditioning: jax.Array) -> jax.Array:
+    def conditional_from_map(
+        self, inputs: jax.Array, conditioning: jax.Array, labels: jax.Array | None = None
+    ) -> jax.Array:
         """The conditional network's logits given the conditioning map (computed once)."""
-        return self.conditional.logits_from_inputs(inputs, conditioning=conditioning)
+        return self.conditional.logits_from_inputs(inputs, conditioning=conditioning, labels=labels)
 
 
 def build_multiscale(config: ml_collections.ConfigDict) -> MultiScalePixelRNN:

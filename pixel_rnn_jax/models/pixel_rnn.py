@@ -32,7 +32,8 @@ def skip_name(index: int) -> str:
 class Body(NamedTuple):
     """One kind of body unit: how to build it, and how to evaluate it one pixel at a time."""
 
-    # (model, index) -> a Linen module [B, H, W, 2h] (+ context, conditioning) -> same shape.
+    # (model, index) -> a Linen module [B, H, W, 2h] (+ context, conditioning, one-hot
+    # labels) -> same shape.
     make_unit: Callable[[nn.Module, int], nn.Module]
     # Its cached evaluation for `sampling.cached`.
     cached: incremental.CachedBody
@@ -61,29 +62,43 @@ class PixelRNN(nn.Module):
     output_dim: int = 32  # output stack hidden features
     use_residual: bool = True  # residual connections around body units
     use_skip: bool = True  # skip connections from every unit to the output
+    num_classes: int = 0  # > 0: class-conditional, p(x | y) for labels y in [0, num_classes)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Logits for integer `images` [batch, height, width, channels] in [0, num_levels).
+
+        `labels`: integer `[batch]` in `[0, num_classes)` for a class-conditional model
+        (`num_classes > 0`; then required), None for an unconditional one.
 
         Returns:
           [batch, height, width, channels] Bernoulli logits when `num_levels == 2`, else
           [batch, height, width, channels, num_levels] categorical logits.
         """
         layers.validate_images(images, self.num_channels, self.num_levels)
-        return self.logits_from_inputs(layers.preprocess_images(images, self.num_levels))
+        layers.validate_labels(labels, images.shape[0], self.num_classes)
+        return self.logits_from_inputs(
+            layers.preprocess_images(images, self.num_levels), labels=labels
+        )
 
     @nn.compact
     def logits_from_inputs(
-        self, inputs: jax.Array, conditioning: jax.Array | None = None
+        self,
+        inputs: jax.Array,
+        conditioning: jax.Array | None = None,
+        labels: jax.Array | None = None,
     ) -> jax.Array:
         """Logits from the float encoding of the images (`layers.preprocess_images`).
 
         Differentiable in `inputs`, which is what the causality tests use. `conditioning`,
         an optional `[batch, height, width, c]` map known in full (the multi-scale model's
         upsampled small image), is added by an unmasked 1x1 to every body unit's
-        input-to-state map; None leaves the model and its parameters unchanged.
+        input-to-state map; None leaves the model and its parameters unchanged. `labels`
+        (integer `[batch]`, class-conditional models only) add a learned per-class
+        embedding to the same pre-activations of every unit, the same at every pixel.
         """
         chex.assert_rank(inputs, 4)
+        layers.validate_labels(labels, inputs.shape[0], self.num_classes)
+        labels_one_hot = layers.one_hot_labels(labels, self.num_classes)
         groups = self.num_channels
         k = self.first_kernel_size
         x = layers.MaskedConv2D(
@@ -92,7 +107,9 @@ class PixelRNN(nn.Module):
         make_unit = BODIES[self.name_in_registry].make_unit
         skips = []
         for index in range(self.num_layers):
-            x = make_unit(self, index)(x, inputs, conditioning=conditioning)
+            x = make_unit(self, index)(
+                x, inputs, conditioning=conditioning, labels_one_hot=labels_one_hot
+            )
             if self.use_skip:
                 skips.append(
                     layers.masked_1x1(2 * self.hidden_dim, groups, name=skip_name(index))(x)
@@ -115,6 +132,11 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
     if config.full_context and config.name != "diagonal_bilstm":
         raise ValueError("full_context only applies to the 'diagonal_bilstm' model.")
     recurrence.parse_unroll(config.unroll)
+    num_classes = config.num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}."
+        )
     if config.hidden_dim < config.num_channels or config.output_dim < config.num_channels:
         raise ValueError(
             f"hidden_dim ({config.hidden_dim}) and output_dim ({config.output_dim}) must be at "
@@ -133,6 +155,7 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
         output_dim=config.output_dim,
         use_residual=config.use_residual,
         use_skip=config.use_skip,
+        num_classes=num_classes,
     )
 
 

@@ -20,6 +20,7 @@ KIND = "pixelcnn"  # the model name in the registry and the prefix of its blocks
 REDUCE = "reduce"  # mask-B 1x1, 2h -> h
 CONV = "conv"  # mask-B k x k, h -> h
 CONDITIONING = "conditioning"  # unmasked 1x1 of the conditioning map (multi-scale only)
+CLASS_EMBEDDING = "class_embedding"  # [num_classes, h] per-class bias (conditional only)
 EXPAND = "expand"  # mask-B 1x1, h -> 2h
 
 
@@ -41,9 +42,12 @@ class PixelCNNBlock(nn.Module):
         x: jax.Array,
         context: jax.Array | None = None,
         conditioning: jax.Array | None = None,
+        labels_one_hot: jax.Array | None = None,
     ) -> jax.Array:
         """Args: x [batch, height, width, 2h]; conditioning: optional [batch, height, width, c]
-        map known in full (multi-scale), added to the k x k convolution's pre-activation."""
+        map known in full (multi-scale), added to the k x k convolution's pre-activation;
+        labels_one_hot: optional [batch, num_classes] class codes, whose learned embedding is
+        added there too, the same at every pixel."""
         del context  # PixelCNN has no use for the full-context image
         y = layers.masked_1x1(self.hidden_dim, self.num_groups, name=REDUCE)(nn.relu(x))
         y = layers.MaskedConv2D(
@@ -57,6 +61,9 @@ class PixelCNNBlock(nn.Module):
             # The block's masked spatial map plays the LSTM input-to-state map's role; the
             # 1x1 is unmasked since the conditioning map holds no pixel of x.
             y = y + nn.Dense(self.hidden_dim, use_bias=False, name=CONDITIONING)(conditioning)
+        if labels_one_hot is not None:
+            class_bias = nn.Dense(self.hidden_dim, use_bias=False, name=CLASS_EMBEDDING)
+            y = y + class_bias(labels_one_hot)[:, None, None]
         y = layers.masked_1x1(x.shape[-1], self.num_groups, name=EXPAND)(nn.relu(y))
         return x + y if self.use_residual else y
 
@@ -76,13 +83,18 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
 # The cached body (see `sampling.cached`).
 
 
-def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params:
+def _prepare(
+    model: nn.Module, params: incremental.Params, labels_one_hot: jax.Array | None = None
+) -> incremental.Params:
     groups = model.num_channels
     return [
         {
             "reduce": incremental.masked_dense(block[REDUCE], groups),
             "conv_kernel": incremental.causal_rows(block[CONV]["kernel"], "B", groups),
-            "conv_bias": block[CONV]["bias"],
+            # [h], or [batch, h] with the class embedding of each image's label.
+            "conv_bias": incremental.add_class_embedding(
+                block[CONV]["bias"], block, CLASS_EMBEDDING, labels_one_hot
+            ),
             "conditioning": incremental.conditioning_kernel(block, CONDITIONING),  # [c, h]
             "expand": incremental.masked_dense(block[EXPAND], groups),
         }

@@ -41,8 +41,9 @@ class ResidualRecurrentUnit(nn.Module):
         x: jax.Array,
         context: jax.Array | None = None,
         conditioning: jax.Array | None = None,
+        labels_one_hot: jax.Array | None = None,
     ) -> jax.Array:
-        y = self.layer(x, context, conditioning=conditioning)
+        y = self.layer(x, context, conditioning=conditioning, labels_one_hot=labels_one_hot)
         y = layers.masked_1x1(x.shape[-1], self.num_groups, name=OUTPUT)(y)
         return x + y if self.use_residual else y
 

@@ -22,6 +22,7 @@ KIND = "row_lstm"  # the model name in the registry and the prefix of its units'
 INPUT_TO_STATE = "input_to_state"  # 1 x k mask-B convolution to the 4h gates
 STATE_TO_STATE = "state_to_state"  # [k * h, 4h] kernel of the previous row's hidden states
 CONDITIONING = "conditioning"  # unmasked 1x1 of the conditioning map (multi-scale only)
+CLASS_EMBEDDING = "class_embedding"  # [num_classes, 4h] per-class gate bias (conditional only)
 
 
 def row_neighbourhood(row: jax.Array, kernel_width: int) -> jax.Array:
@@ -107,9 +108,12 @@ class RowLSTMLayer(nn.Module):
         x: jax.Array,
         context: jax.Array | None = None,
         conditioning: jax.Array | None = None,
+        labels_one_hot: jax.Array | None = None,
     ) -> jax.Array:
         """Args: x [batch, height, width, features]; conditioning: optional
-        [batch, height, width, c] map known in full (multi-scale), added to the gates."""
+        [batch, height, width, c] map known in full (multi-scale), added to the gates;
+        labels_one_hot: optional [batch, num_classes] class codes, whose learned embedding
+        is added to the gates at every pixel."""
         del context  # the Row LSTM has no use for the full-context image
         # Rows first ([height, batch, width, features]), the layout the recurrence scans
         # over: the 1 x k convolutions only look along the width, so they run on this layout
@@ -128,6 +132,12 @@ class RowLSTMLayer(nn.Module):
             input_gates = input_gates + nn.Dense(
                 NUM_GATES * self.hidden_dim, use_bias=False, name=CONDITIONING
             )(jnp.swapaxes(conditioning, 0, 1))
+        if labels_one_hot is not None:
+            # The same at every pixel: it holds no pixel of x, nothing can leak.
+            class_gates = nn.Dense(
+                NUM_GATES * self.hidden_dim, use_bias=False, name=CLASS_EMBEDDING
+            )(labels_one_hot)
+            input_gates = input_gates + class_gates[None, :, None]  # rows-first layout
         state_kernel = self.param(
             STATE_TO_STATE,
             layers.default_kernel_init,
@@ -159,7 +169,9 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
 # 1 x k convolution of the previous row's hidden states (O(1) per pixel).
 
 
-def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params:
+def _prepare(
+    model: nn.Module, params: incremental.Params, labels_one_hot: jax.Array | None = None
+) -> incremental.Params:
     groups, half = model.num_channels, model.recurrent_kernel_size // 2
     body = []
     for unit in residual.unit_params(params, KIND, model.num_layers):
@@ -169,7 +181,10 @@ def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params
             {
                 # [k//2 + 1, 2h, 4h]: the causal columns j - k//2 .. j of the 1 x k kernel.
                 "input_kernel": kernel[0, : half + 1],
-                "input_bias": layer[INPUT_TO_STATE]["bias"],
+                # [4h], or [batch, 4h] with the class embedding of each image's label.
+                "input_bias": incremental.add_class_embedding(
+                    layer[INPUT_TO_STATE]["bias"], layer, CLASS_EMBEDDING, labels_one_hot
+                ),
                 "state_kernel": layer[STATE_TO_STATE],  # [k * h, 4h]
                 "conditioning": incremental.conditioning_kernel(layer, CONDITIONING),  # [c, 4h]
                 "output": incremental.masked_dense(unit[residual.OUTPUT], groups),

@@ -92,6 +92,25 @@ def stack_layers(**per_layer: list[jax.Array]) -> Cache:
     return {name: jnp.stack(values) for name, values in per_layer.items()}
 
 
+def add_class_embedding(bias, layer: Params, name: str, labels_one_hot):
+    """A pre-activation's bias plus the layer's class embedding (`nn.Dense`, no bias).
+
+    The class term is the same at every pixel, so the cached bodies fold it into the bias
+    once per sample: `[out]` becomes `[batch, out]`.
+
+    Raises:
+      ValueError: labels were given but the layer has no class embedding.
+    """
+    if labels_one_hot is None:
+        return bias
+    if name not in layer:
+        raise ValueError(
+            "Labels were given but the variables hold no class embeddings; initialise a "
+            "model with model.num_classes > 0."
+        )
+    return bias + labels_one_hot @ layer[name]["kernel"]
+
+
 def no_row_work(model: nn.Module, body_params: Params, cache: Cache, *unused) -> Cache:
     """A `CachedBody.start_row` / `end_row` for bodies with nothing to do between rows."""
     del model, body_params, unused
@@ -109,8 +128,9 @@ class CachedBody(NamedTuple):
     updates the caches in place instead of copying them at every pixel.
     """
 
-    # (model, params) -> body parameters (masked kernels), read from variables['params'].
-    prepare: Callable[[nn.Module, Params], Params]
+    # (model, params, one-hot labels [batch, num_classes] or None) -> body parameters
+    # (masked kernels; biases with the class embeddings folded in), from variables['params'].
+    prepare: Callable[..., Params]
     # (model, batch, width) -> caches for the top row.
     init: Callable[[nn.Module, int, int], Cache]
     # (model, body parameters, caches) -> caches, before the pixels of a row.

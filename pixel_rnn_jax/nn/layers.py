@@ -45,6 +45,49 @@ def validate_images(images: jax.Array, num_channels: int, num_levels: int) -> No
             raise ValueError(f"Expected {expected}; got values in [{low}, {high}].")
 
 
+def validate_labels(labels: jax.Array | None, batch: int, num_classes: int) -> None:
+    """Raises ValueError unless `labels` fit a model with `num_classes` classes (0: none).
+
+    A class-conditional model (`num_classes > 0`) needs integer labels `[batch]` in
+    `[0, num_classes)`; an unconditional one (`num_classes == 0`) must get none. As for the
+    images, the value range is checked whenever the labels are concrete (outside `jit`).
+    """
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError(
+                "Labels were given to an unconditional model (model.num_classes = 0); pass "
+                "labels=None, or build the model with model.num_classes > 0."
+            )
+        return
+    expected = f"integer labels [batch] = [{batch}] in [0, {num_classes})"
+    if labels is None:
+        raise ValueError(
+            f"This model is class-conditional (model.num_classes = {num_classes}): pass "
+            f"labels=, {expected}."
+        )
+    shape = getattr(labels, "shape", None)
+    if shape is None or tuple(shape) != (batch,):
+        raise ValueError(f"Expected {expected}; got shape {shape}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"Expected {expected}; got dtype {labels.dtype}.")
+    if not isinstance(labels, jax.core.Tracer) and labels.size:
+        values = np.asarray(labels)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"Expected {expected}; got values in [{low}, {high}].")
+
+
+def one_hot_labels(labels: jax.Array | None, num_classes: int) -> jax.Array | None:
+    """float32 `[batch, num_classes]` one-hot codes of integer labels; None stays None.
+
+    The body layers turn the code into a learned per-class bias of their pre-activations
+    with a bias-free `Dense` (an embedding table as a matmul, the same at every pixel).
+    """
+    if labels is None:
+        return None
+    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+
 def preprocess_images(images: jax.Array, num_levels: int) -> jax.Array:
     """Maps integer levels `[0, num_levels)` to floats in `[-1, 1]`, same shape."""
     return images.astype(jnp.float32) * (2.0 / (num_levels - 1)) - 1.0

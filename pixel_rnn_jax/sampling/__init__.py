@@ -28,7 +28,7 @@ from pixel_rnn_jax.sampling.multiscale import sample_multiscale
 from pixel_rnn_jax.sampling.raster import JITTED_SAMPLERS, SAMPLING_METHODS, sample_pixel_rnn
 
 # The sampler of each model type: (model, variables, rng, images, *, start, method,
-# temperature) -> images. Each model type defines its own sampling order.
+# temperature, labels) -> images. Each model type defines its own sampling order.
 SAMPLERS: dict[type, Callable[..., jax.Array]] = {
     PixelRNN: sample_pixel_rnn,  # raster, then R, G, B
     MultiScalePixelRNN: sample_multiscale,  # s first, then the rest given s
@@ -44,6 +44,7 @@ def sample(
     start: int = 0,
     method: str = "cached",
     temperature: float = 1.0,
+    labels: jax.Array | None = None,
 ) -> jax.Array:
     """Replaces every position >= `start` of `images` by a sample from the model.
 
@@ -58,6 +59,9 @@ def sample(
       method: 'cached' (per position only the work it changes) or 'naive' (reruns the whole
         network for every position, the reference). Both draw the same images.
       temperature: > 0; 1 samples the model's distribution, lower is greedier.
+      labels: integer `[batch]` in `[0, model.num_classes)` for a class-conditional model
+        (`model.num_classes > 0`; required there): image i is drawn from p(x | labels[i]).
+        A label given to an unconditional model is a ValueError.
 
     Returns:
       int32 [batch, height, width, channels].
@@ -69,7 +73,14 @@ def sample(
             f"{sorted(t.__name__ for t in SAMPLERS)}."
         )
     return sampler(
-        model, variables, rng, images, start=start, method=method, temperature=temperature
+        model,
+        variables,
+        rng,
+        images,
+        start=start,
+        method=method,
+        temperature=temperature,
+        labels=labels,
     )
 
 

@@ -48,6 +48,7 @@ def run_incremental(
     choose: ChooseFn,
     *,
     conditioning: jax.Array | None = None,
+    labels: jax.Array | None = None,
     collect_logits: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Walks every position in raster-then-channel order, choosing its value from its logits.
@@ -66,6 +67,9 @@ def run_incremental(
       conditioning: optional [batch, height, width, c] map known in full, as passed to
         `model.logits_from_inputs` (the multi-scale model's conditional network); the model's
         variables must then hold the layers' conditioning 1x1s.
+      labels: integer `[batch]` in `[0, model.num_classes)` for a class-conditional model
+        (required there, refused otherwise); each unit's class embedding is folded into
+        its bias once, by the body's `prepare`.
       collect_logits: also return the logits of every position (for tests; costs memory).
 
     Returns:
@@ -75,8 +79,9 @@ def run_incremental(
     params = variables["params"]
     body = CACHED_BODIES[model.name_in_registry]
     shell = pixel_rnn.prepare_shell(model, params)
-    body_params = body.prepare(model, params)
     batch, height, width, channels = images.shape
+    layers.validate_labels(labels, batch, model.num_classes)
+    body_params = body.prepare(model, params, layers.one_hot_labels(labels, model.num_classes))
     if conditioning is not None:
         if conditioning.shape[:3] != (batch, height, width):
             raise ValueError(
@@ -171,7 +176,9 @@ def run_incremental(
 # `start` and `temperature` are traced so that completions of any length and any
 # temperature reuse one compiled sampler per model and image shape.
 @functools.partial(jax.jit, static_argnames=("model",))
-def sample_cached(model: pixel_rnn.PixelRNN, variables, rng, images, start, temperature):
+def sample_cached(
+    model: pixel_rnn.PixelRNN, variables, rng, images, start, temperature, labels=None
+):
     """Draws positions >= `start` by `run_incremental`, position p with `fold_in(rng, p)`."""
 
     def choose(position, logits, current):
@@ -182,5 +189,5 @@ def sample_cached(model: pixel_rnn.PixelRNN, variables, rng, images, start, temp
         )
         return jnp.where(position >= start, value, current)
 
-    images, _ = run_incremental(model, variables, images, choose)
+    images, _ = run_incremental(model, variables, images, choose, labels=labels)
     return images

@@ -53,16 +53,32 @@ def checked_images(model: nn.Module, images, start, temperature: float) -> jax.A
     return images.astype(jnp.int32)
 
 
-def over_local_devices(images, variables, rng):
+def checked_labels(model: nn.Module, labels, batch: int) -> jax.Array | None:
+    """`labels` as int32 `[batch]` after checking them against the model (None stays None).
+
+    Raises:
+      ValueError: labels missing for a class-conditional model, given to an unconditional
+        one, or not integers `[batch]` in `[0, model.num_classes)`.
+    """
+    if labels is not None:
+        labels = jnp.asarray(labels)
+    layers.validate_labels(labels, batch, model.num_classes)
+    return None if labels is None else labels.astype(jnp.int32)
+
+
+def over_local_devices(images, variables, rng, labels=None):
     """Splits the batch over this process's devices (when it divides evenly), rest replicated.
 
     The samplers are batch-parallel, so jit partitions them along the batch; every image
     gets the same values as on one device (its randomness depends only on `rng` and the
     position). With one device, or a batch that does not divide, nothing moves.
+
+    Returns:
+      (images, variables, rng, labels); `labels` (`[batch]` or None) split like the images.
     """
     devices = jax.local_devices()
     if len(devices) == 1 or images.shape[0] % len(devices):
-        return images, variables, rng
+        return images, variables, rng, labels
     mesh = parallel.make_mesh(devices)
     batch = parallel.batch_sharding(mesh)
     replicated = parallel.replicated_sharding(mesh)
@@ -70,4 +86,5 @@ def over_local_devices(images, variables, rng):
         jax.device_put(images, batch),
         jax.device_put(variables, replicated),
         jax.device_put(rng, replicated),
+        None if labels is None else jax.device_put(labels, batch),
     )

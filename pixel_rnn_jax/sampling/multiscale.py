@@ -32,7 +32,7 @@ def _conditioning_map(model, variables, images):
 
 # `first` and `temperature` are traced so that completions of any length reuse one program.
 @functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional(model, variables, rng, images, positions, first, temperature):
+def _sample_conditional(model, variables, rng, images, positions, first, temperature, labels):
     """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
     _, height, width, channels = images.shape
     conditioning = _conditioning_map(model, variables, images)
@@ -46,6 +46,7 @@ def _sample_conditional(model, variables, rng, images, positions, first, tempera
             variables,
             inputs,
             conditioning,
+            labels,
             method=multiscale.MultiScalePixelRNN.conditional_from_map,
         )[:, row, column, channel]
         key = jax.random.fold_in(rng, position)
@@ -56,7 +57,7 @@ def _sample_conditional(model, variables, rng, images, positions, first, tempera
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional_cached(model, variables, rng, images, start, temperature):
+def _sample_conditional_cached(model, variables, rng, images, start, temperature, labels):
     """`_sample_conditional` by `cached.run_incremental` over the conditional network.
 
     Every position is walked (that fills the caches); positions on the grid or before
@@ -78,7 +79,7 @@ def _sample_conditional_cached(model, variables, rng, images, start, temperature
     conditional = multiscale.conditional_variables(variables)
     conditioning = _conditioning_map(model, variables, images)
     images, _ = cached.run_incremental(
-        model.conditional, conditional, images, choose, conditioning=conditioning
+        model.conditional, conditional, images, choose, conditioning=conditioning, labels=labels
     )
     return images
 
@@ -92,6 +93,7 @@ def sample_multiscale(
     start: int = 0,
     method: str = "cached",
     temperature: float = 1.0,
+    labels: jax.Array | None = None,
 ) -> jax.Array:
     """Replaces every position >= `start` of `images` by a sample: s first, then the rest.
 
@@ -114,11 +116,14 @@ def sample_multiscale(
       method: 'cached' or 'naive' (see `sample_pixel_rnn`), for both parts; they draw the
         same images.
       temperature: > 0, for both parts.
+      labels: integer `[batch]` for a class-conditional model (both parts are given them),
+        None otherwise.
 
     Returns:
       int32 [batch, height, width, channels].
     """
     images = common.checked_images(model, images, start, temperature)
+    labels = common.checked_labels(model, labels, images.shape[0])
     _, height, width, channels = images.shape
     f = model.factor
     grid, rest = multiscale.split_positions(height, width, channels, f)
@@ -131,11 +136,18 @@ def sample_multiscale(
         start=int(np.searchsorted(grid, start)),  # s's positions given by the completion
         method=method,
         temperature=temperature,
+        labels=labels,
     )
     images = images.at[:, ::f, ::f].set(small)
     if method == "cached":
         return _sample_conditional_cached(
-            model, variables, conditional_rng, images, jnp.int32(start), jnp.float32(temperature)
+            model,
+            variables,
+            conditional_rng,
+            images,
+            jnp.int32(start),
+            jnp.float32(temperature),
+            labels,
         )
     return _sample_conditional(
         model,
@@ -145,4 +157,5 @@ def sample_multiscale(
         jnp.asarray(rest),
         jnp.int32(np.searchsorted(rest, start)),
         jnp.float32(temperature),
+        labels,
     )

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 from pixel_rnn_jax.models import pixel_rnn
 from pixel_rnn_jax.sampling import cached, common, naive
 
-# The jitted samplers by method: `(model, variables, rng, images, start, temperature)`, with
-# `model` static, `start` an int32 and `temperature` a float32 scalar, images validated.
+# The jitted samplers by method: `(model, variables, rng, images, start, temperature,
+# labels=None)`, with `model` static, `start` an int32 and `temperature` a float32 scalar,
+# images (and the int32 `[batch]` labels of a class-conditional model) validated.
 # `sample_pixel_rnn` is the checked entry point; the sampling benchmark lowers and times
 # these directly.
 JITTED_SAMPLERS = {
@@ -28,6 +29,7 @@ def sample_pixel_rnn(
     start: int = 0,
     method: str = "cached",
     temperature: float = 1.0,
+    labels: jax.Array | None = None,
 ) -> jax.Array:
     """Replaces every position >= `start` of `images` by a sample from the model.
 
@@ -43,6 +45,8 @@ def sample_pixel_rnn(
         `sampling.cached`) or 'naive' (reruns the whole network for every position, the
         reference). Both draw the same images from the same `rng`.
       temperature: > 0; 1 samples the model's distribution, lower is greedier.
+      labels: integer `[batch]` in `[0, model.num_classes)`: image i is drawn from
+        p(x | labels[i]). Required by a class-conditional model, refused by others.
 
     Returns:
       int32 [batch, height, width, channels]; split over this process's devices when the
@@ -56,7 +60,8 @@ def sample_pixel_rnn(
             f"{model.name_in_registry!r}; use method='naive'."
         )
     images = common.checked_images(model, images, start, temperature)
-    images, variables, rng = common.over_local_devices(images, variables, rng)
+    labels = common.checked_labels(model, labels, images.shape[0])
+    images, variables, rng, labels = common.over_local_devices(images, variables, rng, labels)
     return JITTED_SAMPLERS[method](
-        model, variables, rng, images, jnp.int32(start), jnp.float32(temperature)
+        model, variables, rng, images, jnp.int32(start), jnp.float32(temperature), labels
     )
