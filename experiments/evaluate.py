@@ -3,7 +3,9 @@ r"""NLL of a trained run: `python -m experiments.evaluate --config=NAME --workdi
 Reports nats/image and bits/dim over a whole split (`--split`, default the split the paper
 reports: test, or validation for ImageNet) for the latest checkpoint, or with --which=best
 the one the run selected (lowest NLL on its validation split where the dataset has one).
-Reads checkpoints without changing anything, so it is safe next to a running training job.
+For a class-conditional run (`model.num_classes > 0`) it is the conditional NLL -log p(x | y),
+each image given its own label. Reads checkpoints without changing anything, so it is safe
+next to a running training job.
 """
 
 import json
@@ -30,9 +32,11 @@ def main(argv):
     metric_logging.quiet_library_info_logs()
     name, workdir = configs.flag_run_dirs(_WORKDIR.value)
     result = train.evaluate_checkpoint(_CONFIG.value, workdir, _WHICH.value, _SPLIT.value)
+    num_classes = _CONFIG.value.model.num_classes
+    kind = f" -log p(x | y) ({num_classes} classes)" if num_classes else ""
     print(
         f"{name} {_WHICH.value} checkpoint (step {result['step']}) in {workdir}: "
-        f"{result['split']} NLL {result['eval/nll']:.3f} nats/image, "
+        f"{result['split']} NLL{kind} {result['eval/nll']:.3f} nats/image, "
         f"{result['eval/bits_per_dim']:.4f} bits/dim over {result['eval/num_images']} "
         f"{result['split']} images."
     )

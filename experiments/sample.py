@@ -6,6 +6,10 @@ given half | completion | original). Files go to --out (default <workdir>/sample
 
 The sampler is `--config.train.sample_method=cached` (default; exact against `naive`, which
 reruns the network per sub-pixel) at `--config.train.sample_temperature=1.0`.
+
+Class-conditional runs (`model.num_classes > 0`): `--label=3` draws every sample from class
+3; `--label=all` (the default for them) writes a grid with one row per class of
+ceil(--num / num_classes) samples; completions are given their test images' own labels.
 """
 
 import os
@@ -21,6 +25,12 @@ _NUM = flags.DEFINE_integer("num", 64, "Number of samples (and of completions)."
 _COMPLETE = flags.DEFINE_bool("complete", False, "Also complete test images from their top half.")
 _WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_LABEL = flags.DEFINE_string(
+    "label",
+    None,
+    "Class-conditional models only: a class in [0, model.num_classes) to sample, or 'all' "
+    "for one row per class (the default for them). An error for an unconditional model.",
+)
 flags.mark_flags_as_required(["config"])
 flags.declare_key_flag("config")  # defined in experiments.configs; list it in --helpshort
 
@@ -32,6 +42,13 @@ def main(argv):
 
     metric_logging.quiet_library_info_logs()
     name, workdir = configs.flag_run_dirs(_WORKDIR.value)
+    label = _LABEL.value
+    if label is not None and label != "all":
+        try:
+            label = int(label)
+        except ValueError:
+            message = f"--label must be a class number or 'all', got {label!r}."
+            raise app.UsageError(message) from None
     paths = train.sample_checkpoint(
         _CONFIG.value,
         workdir,
@@ -40,6 +57,7 @@ def main(argv):
         complete=_COMPLETE.value,
         which=_WHICH.value,
         seed=_SEED.value,
+        label=label,
     )
     for path in paths.values():
         print(path)

@@ -99,8 +99,9 @@ def main(argv):
         return
     logging.info("Final metrics: %s", result)
     split = result["eval_split"]
+    kind = " -log p(x | y)" if _CONFIG.value.model.num_classes else ""
     print(
-        f"Step {result['step']}: {split} NLL {result['eval/nll']:.2f} nats/image "
+        f"Step {result['step']}: {split} NLL{kind} {result['eval/nll']:.2f} nats/image "
         f"({result['eval/bits_per_dim']:.4f} bits/dim) on {result['eval/num_images']} {split} "
         f"images, {result['images_per_sec']:.0f} images/s."
     )

@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     # TFDS name: binarized_mnist, mnist, cifar10, downsampled_imagenet/32x32 or /64x64, or an
     # embedded offline set (embedded_binarized_mnist, embedded_rgb32, embedded_rgb64).
+    # Labelled (for model.num_classes > 0): mnist, cifar10, embedded_binarized_mnist.
     config.data.name = "binarized_mnist"
     # TFDS data directory; None means the TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR).
     config.data.data_dir = ml_collections.config_dict.placeholder(str)
@@ -60,6 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.use_residual = True
     # Learnable skip connections from every layer to the output stack (paper sec. 3.4).
     config.model.use_skip = True
+    # 0: unconditional p(x). > 0: class-conditional p(x | y) on a labelled dataset with that
+    # many classes (mnist, cifar10, embedded_binarized_mnist): every layer adds a learned
+    # embedding of the label to its input-to-state pre-activations (Gated PixelCNN style).
+    config.model.num_classes = 0
     # Multi-Scale PixelRNN only (model.name = 'multiscale', pixel_rnn_jax/multiscale.py);
     # ignored by the other models. The conditional network uses the model fields above.
     config.model.multiscale = ml_collections.ConfigDict()

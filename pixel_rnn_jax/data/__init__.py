@@ -8,6 +8,7 @@ Typical use::
                             process_index=jax.process_index(),
                             process_count=jax.process_count())
     batch = next(it)  # {'image': uint8 [16 // process_count, height, width, channels]}
+    # with_labels=True (class-conditional models) adds 'label': int32 [local_batch].
     for batch in data.eval_batches(spec, config.data, global_batch_size=16):
         ...           # {'image': uint8 [...], 'mask': bool [local_batch]}
 
@@ -38,6 +39,7 @@ from pixel_rnn_jax.data.registry import (
     DatasetFallbackWarning,
     DatasetNotPreparedError,
     DatasetSpec,
+    labelled_datasets,
     prepare_instructions,
     resolve_dataset,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "TrainIterator",
     "check_global_batch",
     "eval_batches",
+    "labelled_datasets",
     "load_embedded_builder",
     "open_split",
     "prepare_instructions",

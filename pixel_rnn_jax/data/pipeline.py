@@ -134,6 +134,7 @@ class TrainIterator:
         process_index: int = 0,
         process_count: int = 1,
         *,
+        with_labels: bool = False,
         num_threads: int = 2,
         prefetch_batches: int = 4,
     ):
@@ -146,13 +147,17 @@ class TrainIterator:
             seed: Non-negative shuffle seed.
             process_index: This process, `jax.process_index()`.
             process_count: All processes, `jax.process_count()`.
+            with_labels: Also yield `'label'`: int32 `[local_batch]` class
+                labels (class-conditional models). The batches' images and
+                order are the same either way.
             num_threads: Grain reader threads.
             prefetch_batches: Batches read ahead.
         """
         _check_config(spec, data_config)
+        self._with_labels = with_labels
         self._local_batch = check_global_batch(global_batch_size, process_count, process_count)
         shard = ShardOptions(process_index, process_count, drop_remainder=True)
-        source = open_split(spec, spec.train_split)
+        source = open_split(spec, spec.train_split, with_labels)
         start, end = shard_bounds(len(source), shard)
         if end <= start:
             raise ValueError(
@@ -181,6 +186,9 @@ class TrainIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
+        if self._with_labels:
+            images, labels = next(self._iterator)
+            return {"image": images, "label": labels}
         return {"image": next(self._iterator)}
 
     def close(self) -> None:
@@ -221,6 +229,7 @@ def eval_batches(
     process_count: int = 1,
     *,
     split: str | None = None,
+    with_labels: bool = False,
     num_threads: int = 2,
     prefetch_batches: int = 4,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -236,17 +245,18 @@ def eval_batches(
         process_index: This process, `jax.process_index()`.
         process_count: All processes, `jax.process_count()`.
         split: TFDS split; defaults to `spec.eval_split`.
+        with_labels: Also yield `'label'`: int32 `[local_batch]` (0 where padded).
         num_threads: Grain reader threads.
         prefetch_batches: Batches read ahead.
 
     Yields:
         `{'image': uint8 [local_batch, height, width, channels],
-        'mask': bool [local_batch]}` with `local_batch = global_batch_size //
-        process_count`, in a fixed order.
+        'mask': bool [local_batch]}` (and `'label'` with `with_labels`) with
+        `local_batch = global_batch_size // process_count`, in a fixed order.
     """
     _check_config(spec, data_config)
     local_batch = check_global_batch(global_batch_size, process_count, process_count)
-    source = open_split(spec, split or spec.eval_split)
+    source = open_split(spec, split or spec.eval_split, with_labels)
     start, end = shard_bounds(len(source), ShardOptions(process_index, process_count))
     # The largest shard fixes the number of batches for everyone.
     num_batches = math.ceil(math.ceil(len(source) / process_count) / local_batch)
@@ -257,10 +267,15 @@ def eval_batches(
         )
         batches = dataset.to_iter_dataset(_read_options(num_threads, prefetch_batches)).__iter__()
     for _ in range(num_batches):
-        images = next(batches, None)
+        examples = next(batches, None)
+        images, labels = examples if with_labels and examples is not None else (examples, None)
         count = 0 if images is None else len(images)
         padded = np.zeros((local_batch, *spec.image_shape), np.uint8)
         if count:
             padded[:count] = images
         mask = np.arange(local_batch) < count
-        yield {"image": padded, "mask": mask}
+        batch = {"image": padded, "mask": mask}
+        if with_labels:
+            batch["label"] = np.zeros((local_batch,), np.int32)
+            batch["label"][:count] = labels
+        yield batch

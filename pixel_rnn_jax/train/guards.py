@@ -59,6 +59,22 @@ def check_model_matches_data(config: ml_collections.ConfigDict, spec: data.Datas
             f"channel(s) with {spec.num_levels} levels. Set --config.model.num_channels="
             f"{channels} --config.model.num_levels={spec.num_levels}, or pick another dataset."
         )
+    num_classes = config.model.num_classes
+    if num_classes and not spec.num_classes:
+        stand_in = f" (the stand-in for {spec.requested_name!r})" if spec.fallback_reason else ""
+        raise errors.ConfigError(
+            f"model.num_classes={num_classes}: a class-conditional model needs labelled data, "
+            f"but dataset {spec.name!r}{stand_in} has no class labels in this project. Use a "
+            f"labelled dataset ({', '.join(data.labelled_datasets())}), e.g. "
+            "--config.data.name=mnist (real MNIST, binarized at load) or "
+            "--config.data.name=embedded_binarized_mnist (offline), or set "
+            "--config.model.num_classes=0 for an unconditional model."
+        )
+    if num_classes and num_classes != spec.num_classes:
+        raise errors.ConfigError(
+            f"model.num_classes={num_classes} but dataset {spec.name!r} has "
+            f"{spec.num_classes} classes. Set --config.model.num_classes={spec.num_classes}."
+        )
 
 
 def check_finite(step: int, metrics: Mapping[str, float], last_good: int | None, ckpt_dir):

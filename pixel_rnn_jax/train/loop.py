@@ -177,10 +177,13 @@ class _Reporter:
 
     def __post_init__(self):
         self.p_eval_step = make_eval_step(self.model, self.spec.num_levels, self.mesh)
-        self.completion_source = None
+        self.completion_source = self.completion_labels = None
         if self.is_writer and self.config.train.num_samples > 0:
             first = next(iter(self.eval_batches()))
-            self.completion_source = first["image"][first["mask"]][: self.config.train.num_samples]
+            keep = first["mask"]
+            self.completion_source = first["image"][keep][: self.config.train.num_samples]
+            if "label" in first:  # class-conditional: complete each image given its label
+                self.completion_labels = first["label"][keep][: self.config.train.num_samples]
 
     def eval_batches(self, split: str | None = None):
         return data.eval_batches(
@@ -190,6 +193,7 @@ class _Reporter:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             split=split or self.spec.selection_split,
+            with_labels=bool(self.config.model.num_classes),
         )
 
     def evaluate(self, params, at_step: int, *, split=None, prefix="eval") -> dict[str, float]:
@@ -218,9 +222,10 @@ class _Reporter:
         self.writer.write_scalars(at_step, metrics)
         self.progress.clear()
         logging.info(
-            "step %d | %s NLL %.3f nats/image (%.4f bits/dim) on %d %s images | %.1f s",
+            "step %d | %s NLL%s %.3f nats/image (%.4f bits/dim) on %d %s images | %.1f s",
             at_step,
             prefix,
+            " -log p(x | y)" if self.config.model.num_classes else "",
             metrics[f"{prefix}/nll"],
             metrics[f"{prefix}/bits_per_dim"],
             metrics[f"{prefix}/num_images"],
@@ -259,6 +264,7 @@ class _Reporter:
                 spec=self.spec,
                 train_config=self.config.train,
                 completion_source=self.completion_source,
+                completion_labels=self.completion_labels,
             )
         except Exception:  # noqa: BLE001 - pictures must not end a long run
             logging.exception("Sampling failed at step %d; training continues.", at_step)
@@ -400,6 +406,7 @@ def train_and_evaluate(
             seed=config.seed,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            with_labels=bool(config.model.num_classes),  # class-conditional models
         )
         state = _restore_or_init(
             ckpt, abstract, init_fn, init_rng, replicated, train_iter, writer, tc.start_fresh

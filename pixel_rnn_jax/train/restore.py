@@ -83,6 +83,9 @@ def evaluate_checkpoint(
       which: 'latest' or 'best' (lowest NLL on the split the run selected on).
       split: any split of the dataset; default the reported one (`spec.eval_split`).
 
+    For a class-conditional model (`model.num_classes > 0`) it is the conditional NLL
+    -log p(x | y), each test image given its own label.
+
     Returns:
       {'step', 'split', 'eval/nll', 'eval/bits_per_dim', 'eval/num_images'} over the whole
       split.
@@ -111,6 +114,7 @@ def evaluate_checkpoint(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         split=split,
+        with_labels=bool(config.model.num_classes),
     )
     metrics = steps.evaluate(
         p_eval_step, loaded.params, batches, loaded.mesh, math.prod(loaded.spec.image_shape)
@@ -127,6 +131,7 @@ def sample_checkpoint(
     complete: bool = False,
     which: str = "latest",
     seed: int = 0,
+    label=None,
 ) -> dict[str, str]:
     """Writes a PNG grid and an .npz of samples (and of completions) from a checkpoint.
 
@@ -138,20 +143,32 @@ def sample_checkpoint(
       complete: also complete the first `num` test images from their top half.
       which: 'latest' or 'best'.
       seed: sampling seed.
+      label: class-conditional models only: a class in `[0, num_classes)` (all `num`
+        samples of it), or None / 'all' for a grid with one row per class of
+        ceil(num / num_classes) samples each. Completions are given their test images' own
+        labels. A label for an unconditional model is a ValueError.
 
     Returns:
-      {'samples_png', 'samples_npz', ...} paths written ('completions_*' with `complete`).
+      {'samples_png', 'samples_npz', ...} paths written ('completions_*' with `complete`);
+      a class-conditional model's .npz also holds the samples' `labels`.
     """
+    grids.sample_labels(num, config.model.num_classes, label)  # fail before restoring
     loaded = load_checkpoint(config, workdir, which)
     os.makedirs(out_dir, exist_ok=True)
-    source = None
+    source = source_labels = None
     if complete:
-        images = []
-        for batch in data.eval_batches(loaded.spec, config.data, global_batch_size=num):
+        with_labels = bool(config.model.num_classes)
+        images, labels = [], []
+        for batch in data.eval_batches(
+            loaded.spec, config.data, global_batch_size=num, with_labels=with_labels
+        ):
             images.append(batch["image"][batch["mask"]])
+            if with_labels:
+                labels.append(batch["label"][batch["mask"]])
             if sum(len(x) for x in images) >= num:
                 break
         source = np.concatenate(images)[:num]
+        source_labels = np.concatenate(labels)[:num] if with_labels else None
     train_config = ml_collections.ConfigDict(config.train.to_dict())
     train_config.num_samples = num
     host_params = jax.tree.map(np.array, jax.device_get(loaded.params))
@@ -162,6 +179,8 @@ def sample_checkpoint(
         spec=loaded.spec,
         train_config=train_config,
         completion_source=source,
+        completion_labels=source_labels,
+        label=label,
         return_arrays=True,
     )
     paths = {}
@@ -170,6 +189,9 @@ def sample_checkpoint(
             continue
         stem = os.path.join(out_dir, f"{name}_step{loaded.step}")
         metric_logging.save_png(stem + ".png", drawn[name])
-        np.savez_compressed(stem + ".npz", images=drawn[name + "_array"])
+        arrays = {"images": drawn[name + "_array"]}
+        if name == "samples" and "samples_labels" in drawn:
+            arrays["labels"] = drawn["samples_labels"]
+        np.savez_compressed(stem + ".npz", **arrays)
         paths[name + "_png"], paths[name + "_npz"] = stem + ".png", stem + ".npz"
     return paths

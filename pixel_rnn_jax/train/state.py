@@ -65,7 +65,8 @@ def init_train_state(
       A TrainState at step 0.
     """
     images = jnp.zeros((1, *image_shape), jnp.int32)
-    variables = model.init(rng, images)
+    labels = jnp.zeros((1,), jnp.int32) if model.num_classes else None  # class-conditional
+    variables = model.init(rng, images, labels)
     extra = set(variables) - {"params"}
     if extra:
         raise ValueError(f"Model has non-parameter collections {extra}; the runner expects none.")

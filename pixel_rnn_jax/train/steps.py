@@ -23,9 +23,12 @@ from pixel_rnn_jax.train.state import TrainState
 DATA_AXIS = parallel.DATA_AXIS
 
 
-def nll_per_image(params, images, *, model, num_levels, rngs=None) -> jax.Array:
-    """-log p(image) in nats, `[batch]`, for integer images `[batch, H, W, C]`."""
-    logits = model.apply({"params": params}, images, rngs=rngs)
+def nll_per_image(params, images, *, model, num_levels, rngs=None, labels=None) -> jax.Array:
+    """-log p(image) in nats, `[batch]`, for integer images `[batch, H, W, C]`.
+
+    With `labels` (integer `[batch]`, class-conditional models) it is -log p(image | label).
+    """
+    logits = model.apply({"params": params}, images, labels, rngs=rngs)
     return -likelihood.log_likelihood(logits, images, num_levels)
 
 
@@ -50,7 +53,9 @@ def train_step(
 
     Args:
       state: replicated train state.
-      batch: {'image': integer [local_batch, height, width, channels]}.
+      batch: {'image': integer [local_batch, height, width, channels]}, plus 'label':
+        integer [local_batch] for a class-conditional model (the loss is then
+        -log p(x | y)).
       rng: replicated base PRNG key; folded with the step (and device) for this update.
       model: the Linen model.
       tx: the optimiser.
@@ -62,6 +67,7 @@ def train_step(
       update), 'params_finite' (after the update).
     """
     images = batch["image"].astype(jnp.int32)
+    labels = batch.get("label")
     # A per-step, per-device key for stochastic layers (e.g. dropout); today's models draw
     # no random numbers, so results do not depend on the device count.
     step_rng = jax.random.fold_in(
@@ -70,7 +76,12 @@ def train_step(
 
     def loss_fn(params):
         nll = nll_per_image(
-            params, images, model=model, num_levels=num_levels, rngs={"dropout": step_rng}
+            params,
+            images,
+            model=model,
+            num_levels=num_levels,
+            rngs={"dropout": step_rng},
+            labels=labels,
         )
         return jnp.mean(nll)
 
@@ -100,8 +111,9 @@ def eval_step(
 
     Args:
       params: replicated parameters.
-      batch: {'image': integer [local_batch, H, W, C], 'mask': bool [local_batch]}; padded
-        examples have mask False.
+      batch: {'image': integer [local_batch, H, W, C], 'mask': bool [local_batch]}, plus
+        'label' [local_batch] for a class-conditional model (then the NLL is
+        -log p(x | y)); padded examples have mask False.
       model: the Linen model.
       num_levels: 2 or 256.
 
@@ -111,7 +123,9 @@ def eval_step(
     """
     images = batch["image"].astype(jnp.int32)
     mask = batch["mask"].astype(jnp.float32)
-    nll = nll_per_image(params, images, model=model, num_levels=num_levels)
+    nll = nll_per_image(
+        params, images, model=model, num_levels=num_levels, labels=batch.get("label")
+    )
     # where, not multiply: a padded all-zero image could in principle have infinite NLL.
     nll_sum = jnp.sum(jnp.where(mask > 0, nll, 0.0))
     return {
