@@ -16,16 +16,18 @@ def random_variables(model, image_shape, seed: int = 0, conditioning_dim: int | 
     Unlike `model.init`, nothing is compiled (only shapes are traced), and non-zero biases
     make a sampler that drops or misplaces a bias fail the exactness tests. With
     `conditioning_dim`, the tree includes the layers' conditioning 1x1s for a
-    `[batch, height, width, conditioning_dim]` map.
+    `[batch, height, width, conditioning_dim]` map; a class-conditional model's tree
+    includes its class embeddings.
     """
     key = jax.random.PRNGKey(0)
+    labels = jnp.zeros(image_shape[:1], jnp.int32) if model.num_classes else None
     if conditioning_dim is None:
-        shapes = jax.eval_shape(model.init, key, jnp.zeros(image_shape, jnp.int32))
+        shapes = jax.eval_shape(model.init, key, jnp.zeros(image_shape, jnp.int32), labels)
     else:
         inputs = jnp.zeros(image_shape, jnp.float32)
         conditioning = jnp.zeros((*image_shape[:3], conditioning_dim), jnp.float32)
-        init = lambda k, x, c: model.init(k, x, c, method="logits_from_inputs")
-        shapes = jax.eval_shape(init, key, inputs, conditioning)
+        init = lambda k, x, c, y: model.init(k, x, c, y, method="logits_from_inputs")
+        shapes = jax.eval_shape(init, key, inputs, conditioning, labels)
     rng = np.random.default_rng(seed)
 
     def draw(leaf):

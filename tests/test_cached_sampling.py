@@ -122,3 +122,53 @@ def test_causal_rows_masks_like_the_layer_and_drops_rows_below_the_centre():
     assert rows[:2].all() and not rows[2, 3:].any()  # rows above visible, right of centre not
     centre = np.asarray(rows[2, 2])  # mask A: group g sees input groups < g only
     np.testing.assert_array_equal(centre.any(axis=1), [True, True, False])
+
+
+@pytest.mark.parametrize(
+    "name,channels,levels,overrides",
+    (
+        ("row_lstm", 3, 256, {}),
+        ("diagonal_bilstm", 1, 2, {}),
+        ("diagonal_bilstm", 3, 4, {"full_context": True}),
+        ("pixelcnn", 3, 256, {}),
+    ),
+)
+def test_teacher_forced_logits_with_labels_match_the_model(name, channels, levels, overrides):
+    """Class embeddings folded into the cached bodies' biases, one label per image."""
+    model, variables, images = build(name, channels, levels, 4, 5, num_classes=3, **overrides)
+    labels = jnp.array([1, 2, 0])
+    run = jax.jit(
+        lambda v, x, y: cached.run_incremental(model, v, x, keep, labels=y, collect_logits=True)
+    )
+    _, logits = run(variables, images, labels)
+    want = jax.jit(model.apply)(variables, images, labels)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=2e-6)
+    # Other labels give other logits: the test above does exercise the class embeddings.
+    assert not np.allclose(want, jax.jit(model.apply)(variables, images, labels[::-1]), atol=1e-3)
+
+
+def test_teacher_forced_logits_with_a_conditioning_map_and_labels():
+    """The class-conditional multi-scale model's conditional network: both at once."""
+    model, _, images = build("diagonal_bilstm", 3, 4, 3, 4, num_classes=2, full_context=True)
+    variables = random_variables(model, images.shape, conditioning_dim=3)
+    conditioning = jax.random.normal(jax.random.PRNGKey(3), (*images.shape[:3], 3))
+    labels = jnp.array([1, 0, 1])
+    _, logits = jax.jit(
+        lambda v, x, c, y: cached.run_incremental(
+            model, v, x, keep, conditioning=c, labels=y, collect_logits=True
+        )
+    )(variables, images, conditioning, labels)
+    apply = jax.jit(lambda v, x, c, y: model.apply(v, x, c, y, method="logits_from_inputs"))
+    want = apply(variables, layers.preprocess_images(images, 4), conditioning, labels)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=2e-6)
+
+
+def test_labels_must_fit_the_model():
+    model, variables, images = build("row_lstm", 1, 2, 2, 3)
+    with pytest.raises(ValueError, match="unconditional model"):
+        cached.run_incremental(model, variables, images, keep, labels=jnp.zeros((3,), jnp.int32))
+    conditional, variables, images = build("pixelcnn", 1, 2, 2, 3, num_classes=2)
+    with pytest.raises(ValueError, match="class-conditional"):
+        cached.run_incremental(conditional, variables, images, keep)
+    with pytest.raises(ValueError, match=r"\[batch\] = \[3\]"):
+        cached.run_incremental(conditional, variables, images, keep, labels=jnp.zeros((2,), int))

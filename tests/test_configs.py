@@ -24,6 +24,8 @@ MAIN_CONFIGS = [
     "pixelcnn_cifar10",
     "row_lstm_imagenet32",
     "diagonal_bilstm_imagenet32",
+    "row_lstm_mnist_conditional",
+    "diagonal_bilstm_mnist_conditional",
 ]
 REQUIRED_FIELDS = [
     "seed",
@@ -157,9 +159,10 @@ def _one_train_step(model_json: str, train_json: str):
     before = jax.tree.map(np.array, state.params)
     images = np.random.default_rng(0).integers(0, model_config.num_levels, (2, *image_shape))
     step = train.make_train_step(model, tx, model_config.num_levels, mesh)
-    state, metrics = step(
-        state, parallel.shard_batch({"image": images}, mesh), jax.random.PRNGKey(1)
-    )
+    batch = {"image": images}
+    if model_config.num_classes:  # class-conditional configs train on labelled batches
+        batch["label"] = np.arange(len(images), dtype=np.int32) % model_config.num_classes
+    state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.PRNGKey(1))
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, state.params)
     uniform = math.prod(image_shape) * math.log(model_config.num_levels)
     return {

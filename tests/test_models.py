@@ -1,5 +1,7 @@
 """Causality, receptive fields, shapes and input validation of every model kind."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from model_probes import dependency_matrix, pixel_dependencies, tiny_model_config
 from receptive_fields import expected_dependencies
 
-from pixel_rnn_jax import models
+from pixel_rnn_jax import likelihood, models
 
 MODEL_NAMES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 COLOUR_MODES = ((1, 2), (3, 256))  # (channels, levels): binarized greyscale, 8-bit RGB
@@ -153,6 +155,7 @@ def test_bad_images_raise_value_errors_naming_the_expectation(rgb_row_lstm, imag
         ({"unroll": "fast"}, "unroll"),
         ({"name": "row_lstm", "full_context": True}, "full_context"),
         ({"hidden_dim": 2}, "colour group"),
+        ({"num_classes": -1}, "num_classes"),
     ),
 )
 def test_bad_model_configs_are_rejected(overrides, message):
@@ -191,3 +194,135 @@ def test_scan_and_python_loop_models_agree_in_outputs_and_gradients(name):
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, other_grads
         )
+
+
+# ---------------------------------------------------------------------------------------
+# Class-conditional models (model.num_classes > 0): p(x | y).
+
+NUM_CLASSES = 3
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_conditional_model_is_strictly_causal_in_colour(name):
+    height, width, channels = 3, 4, 3
+    config = tiny_model_config(name, channels, 256, num_classes=NUM_CLASSES)
+    deps = dependency_matrix(config, height, width)
+    leaks = deps & ~strictly_earlier(height * width * channels)
+    assert not leaks.any(), f"{name}: outputs depend on later inputs at {np.argwhere(leaks)[:5]}"
+    assert deps.sum() > height * width
+
+
+@pytest.mark.parametrize(
+    "name,full_context",
+    (
+        ("row_lstm", False),
+        ("diagonal_bilstm", False),
+        ("diagonal_bilstm", True),
+        ("pixelcnn", False),
+    ),
+)
+def test_labels_leave_the_receptive_field_as_the_papers_wiring(name, full_context):
+    """The label is the same at every pixel: the context is exactly the unconditional one."""
+    height, width = 4, 6
+    config = tiny_model_config(name, 1, 2, full_context=full_context, num_classes=NUM_CLASSES)
+    deps = pixel_dependencies(dependency_matrix(config, height, width), height, width, 1)
+    expected = expected_dependencies(name, height, width, 2, full_context=full_context)
+    np.testing.assert_array_equal(deps, expected)
+
+
+def _conditional(name, channels=1, levels=2, **overrides):
+    model = models.build_model(
+        tiny_model_config(name, channels, levels, num_classes=NUM_CLASSES, **overrides)
+    )
+    images = jnp.zeros((1, 2, 3, channels), jnp.int32)
+    variables = model.init(jax.random.PRNGKey(0), images, jnp.zeros((1,), jnp.int32))
+    return model, variables
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_changing_the_label_changes_the_logits(name):
+    model, variables = _conditional(name, 3, 256)
+    images = jax.random.randint(jax.random.PRNGKey(1), (NUM_CLASSES, 3, 4, 3), 0, 256)
+    apply = jax.jit(model.apply)
+    by_label = [apply(variables, images, jnp.full((NUM_CLASSES,), y)) for y in range(NUM_CLASSES)]
+    for a, b in itertools.combinations(by_label, 2):
+        assert not np.allclose(a, b, atol=1e-4)
+    # A batch of mixed labels gives each image its own label's logits.
+    mixed = apply(variables, images, jnp.arange(NUM_CLASSES))
+    for y in range(NUM_CLASSES):
+        np.testing.assert_allclose(mixed[y], by_label[y][y], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name,full_context", (*((n, False) for n in MODEL_NAMES), ("diagonal_bilstm", True))
+)
+def test_conditional_likelihood_sums_to_one_over_every_binary_image_for_each_label(
+    name, full_context
+):
+    model, variables = _conditional(name, full_context=full_context)
+    height, width = 2, 3
+    bits = np.array(list(itertools.product((0, 1), repeat=height * width)), np.int32)
+    images = jnp.asarray(bits.reshape(-1, height, width, 1))  # all 64 binary 2x3 images
+
+    @jax.jit
+    def log_p(labels):
+        return likelihood.log_likelihood(model.apply(variables, images, labels), images, 2)
+
+    totals = []
+    for y in range(NUM_CLASSES):
+        log_probs = log_p(jnp.full((len(images),), y, jnp.int32))
+        totals.append(float(jax.nn.logsumexp(log_probs)))
+        assert abs(totals[-1]) < 1e-5, (y, totals[-1])
+    # ... and the labels give different distributions.
+    different = log_p(jnp.zeros((len(images),), jnp.int32)) - log_p(
+        jnp.ones((len(images),), jnp.int32)
+    )
+    assert np.abs(np.asarray(different)).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "labels,message",
+    (
+        (None, r"class-conditional \(model.num_classes = 3\): pass labels="),
+        (np.array([3, 0]), r"values in \[0, 3\]"),
+        (np.array([-1, 0]), r"values in \[-1, 0\]"),
+        (np.array([0]), "shape"),
+        (np.array([[0], [1]]), "shape"),
+        (np.array([0.0, 1.0]), "dtype"),
+    ),
+)
+def test_bad_labels_raise_value_errors_naming_the_expectation(labels, message):
+    model, variables = _conditional("row_lstm")
+    images = jnp.zeros((2, 2, 3, 1), jnp.int32)
+    with pytest.raises(ValueError, match=message) as error:
+        model.apply(variables, images, None if labels is None else jnp.asarray(labels))
+    assert "integer labels [batch] = [2] in [0, 3)" in str(error.value)
+
+
+def test_labels_given_to_an_unconditional_model_are_refused():
+    model = models.build_model(tiny_model_config("row_lstm", 1, 2))
+    images = jnp.zeros((2, 2, 3, 1), jnp.int32)
+    variables = model.init(jax.random.PRNGKey(0), images)
+    with pytest.raises(ValueError, match="unconditional model"):
+        model.apply(variables, images, jnp.zeros((2,), jnp.int32))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_conditional_tree_is_the_unconditional_one_plus_class_embeddings(name):
+    """num_classes=0 keeps every existing checkpoint's tree; > 0 only adds embeddings."""
+    images = jnp.zeros((1, 2, 3, 1), jnp.int32)
+
+    def tree(num_classes):
+        model = models.build_model(tiny_model_config(name, 1, 2, num_classes=num_classes))
+        labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images, labels)["params"]
+        paths = jax.tree_util.tree_flatten_with_path(shapes)[0]
+        return {jax.tree_util.keystr(path): leaf.shape for path, leaf in paths}
+
+    plain, conditional = tree(0), tree(NUM_CLASSES)
+    assert not any("class" in path for path in plain)
+    assert {k: v for k, v in conditional.items() if k in plain} == plain
+    added = {k: v for k, v in conditional.items() if k not in plain}
+    per_unit = 2 if name == "diagonal_bilstm" else 1  # one embedding per direction
+    assert len(added) == per_unit * 2  # 2 units in the tiny models
+    assert all("class_embedding" in k and v[0] == NUM_CLASSES for k, v in added.items())

@@ -202,3 +202,94 @@ def test_the_batch_is_split_over_local_devices_and_draws_the_same_images():
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Class-conditional models: every image is drawn from p(x | its label).
+
+NUM_CLASSES = 3
+# (model, full_context, channels, levels, height, width): every body kind, with labels.
+CONDITIONAL_CASES = (
+    ("row_lstm", False, 3, 256, 3, 4),
+    ("diagonal_bilstm", False, 1, 2, 4, 6),
+    ("diagonal_bilstm", True, 3, 256, 3, 5),
+    ("pixelcnn", False, 1, 2, 4, 4),
+)
+
+
+def conditional_build(name, channels, levels, height, width, full_context=False, batch=3):
+    model, variables, given = build(
+        name,
+        channels,
+        levels,
+        height,
+        width,
+        batch=batch,
+        full_context=full_context,
+        num_classes=NUM_CLASSES,
+    )
+    # Random untrained logits are nearly flat; strong class embeddings make the label decide
+    # many draws, so that a sampler that ignored or mixed up the labels would fail.
+    variables = jax.tree_util.tree_map_with_path(
+        lambda path, x: 8.0 * x if "class_embedding" in jax.tree_util.keystr(path) else x,
+        variables,
+    )
+    return model, variables, given
+
+
+@pytest.mark.parametrize("name,full_context,channels,levels,height,width", CONDITIONAL_CASES)
+def test_cached_draws_exactly_the_naive_images_given_labels(
+    name, full_context, channels, levels, height, width
+):
+    model, variables, given = conditional_build(name, channels, levels, height, width, full_context)
+    labels = jnp.array([2, 0, 1])
+    for start in (0, (height // 2) * width * channels):
+        rng = jax.random.PRNGKey(200 + start)
+        kwargs = {"start": start, "labels": labels}
+        naive = sampling.sample(model, variables, rng, given, method="naive", **kwargs)
+        cached = sampling.sample(model, variables, rng, given, method="cached", **kwargs)
+        np.testing.assert_array_equal(cached, naive, err_msg=f"start={start}")
+        np.testing.assert_array_equal(flat(cached)[:, :start], flat(given)[:, :start])
+
+
+def test_each_image_of_a_mixed_batch_is_drawn_from_its_own_class():
+    """Image i of a batch with labels [0, 1, 2] is the one an all-label-i batch draws."""
+    # 256 levels: a categorical draw moves with any change of its logits.
+    name, full_context, channels, levels, height, width = CONDITIONAL_CASES[0]
+    model, variables, given = conditional_build(name, channels, levels, height, width, full_context)
+    rng = jax.random.PRNGKey(5)
+    mixed = sampling.sample(model, variables, rng, given, labels=jnp.arange(NUM_CLASSES))
+    single = [
+        sampling.sample(model, variables, rng, given, labels=jnp.full((NUM_CLASSES,), y))
+        for y in range(NUM_CLASSES)
+    ]
+    for y in range(NUM_CLASSES):
+        np.testing.assert_array_equal(mixed[y], single[y][y])
+    # The label is used: the same key draws different images for different classes.
+    assert len({flat(s).tobytes() for s in single}) == NUM_CLASSES
+
+
+@pytest.mark.parametrize(
+    "labels,message",
+    (
+        (None, "class-conditional"),
+        (np.array([0, 1, 3]), r"values in \[0, 3\]"),
+        (np.array([0, 1]), "shape"),
+    ),
+)
+def test_bad_labels_raise_value_errors_for_both_methods(labels, message):
+    model, variables, given = conditional_build("row_lstm", 3, 256, 3, 4)
+    for method in sampling.SAMPLING_METHODS:
+        with pytest.raises(ValueError, match=message):
+            sampling.sample(
+                model, variables, jax.random.PRNGKey(0), given, method=method, labels=labels
+            )
+
+
+def test_labels_for_an_unconditional_model_are_refused(rgb_model):
+    model, variables, images = rgb_model
+    for method in sampling.SAMPLING_METHODS:
+        with pytest.raises(ValueError, match="unconditional model"):
+            sampling.sample(
+                model, variables, jax.random.PRNGKey(0), images, method=method, labels=[0]
+            )
