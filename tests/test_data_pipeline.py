@@ -41,6 +41,44 @@ def _take(iterator, num):
     return [next(iterator)["image"] for _ in range(num)]
 
 
+@pytest.fixture(scope="module")
+def mnist(config):
+    """The labelled embedded MNIST (10 classes), in the same data dir."""
+    mnist_config = ml_collections.ConfigDict(
+        {**config.to_dict(), "name": "embedded_binarized_mnist"}
+    )
+    return data.resolve_dataset(mnist_config), mnist_config
+
+
+def test_labels_come_with_the_same_images_in_the_same_order(mnist):
+    spec, config = mnist
+    plain = data.TrainIterator(spec, config, global_batch_size=16, seed=2)
+    labelled = data.TrainIterator(spec, config, global_batch_size=16, seed=2, with_labels=True)
+    source = data.open_split(spec, "train", with_labels=True)
+    by_image = {}
+    for image, label in source._getitems(range(len(source))):
+        by_image.setdefault(image.tobytes(), set()).add(int(label))
+    for _ in range(3):
+        batch, with_labels = next(plain), next(labelled)
+        assert set(with_labels) == {"image", "label"}
+        np.testing.assert_array_equal(batch["image"], with_labels["image"])
+        assert with_labels["label"].dtype == np.int32
+        for image, label in zip(with_labels["image"], with_labels["label"], strict=True):
+            assert int(label) in by_image[image.tobytes()]
+    # The state does not depend on the labels: a labelled run resumes an unlabelled one's.
+    labelled.set_state(plain.get_state())
+    np.testing.assert_array_equal(next(labelled)["image"], next(plain)["image"])
+
+
+def test_eval_labels_are_padded_like_the_images(mnist):
+    spec, config = mnist
+    batches = list(data.eval_batches(spec, config, global_batch_size=48, with_labels=True))
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    assert len(labels) == spec.num_test and set(labels) == set(range(10))
+    last = batches[-1]
+    assert (last["label"][~last["mask"]] == 0).all() and (~last["mask"]).any()
+
+
 def test_check_global_batch():
     assert data.check_global_batch(32, num_devices=8, process_count=2) == 16
     with pytest.raises(ValueError) as info:

@@ -154,15 +154,15 @@ def test_unknown_name_lists_known_names(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, shape, levels, num_train, num_test",
+    "name, shape, levels, num_train, num_test, num_classes",
     [
-        ("embedded_binarized_mnist", (28, 28, 1), 2, 4000, 1000),
-        ("embedded_rgb32", (32, 32, 3), 256, 5700, 1700),
-        ("embedded_rgb64", (64, 64, 3), 256, 1242, 322),
+        ("embedded_binarized_mnist", (28, 28, 1), 2, 4000, 1000, 10),  # the digits' labels
+        ("embedded_rgb32", (32, 32, 3), 256, 5700, 1700, 0),
+        ("embedded_rgb64", (64, 64, 3), 256, 1242, 322, 0),
     ],
 )
 def test_embedded_names_resolve_without_fallback(
-    embedded_dir, name, shape, levels, num_train, num_test
+    embedded_dir, name, shape, levels, num_train, num_test, num_classes
 ):
     spec = data.resolve_dataset(_config(name, embedded_dir, True))
     assert spec == data.DatasetSpec(
@@ -176,7 +176,32 @@ def test_embedded_names_resolve_without_fallback(
         data_dir=embedded_dir,
         builder_dir=os.path.join(embedded_dir, name, "1.0.0"),
         split_sizes={"train": num_train, "test": num_test},
+        num_classes=num_classes,
     )
+
+
+def test_labelled_datasets_are_the_ones_with_class_labels():
+    assert data.labelled_datasets() == ["cifar10", "embedded_binarized_mnist", "mnist"]
+
+
+@pytest.mark.parametrize(
+    "name,num_classes",
+    [
+        ("mnist", 10),  # the stand-in's labels stand in for MNIST's
+        ("binarized_mnist", 0),  # no labels, even though its stand-in has them
+        ("cifar10", 0),  # labelled, but its stand-in (photo patches) is not
+        ("downsampled_imagenet/32x32", 0),
+    ],
+)
+def test_a_fallback_is_labelled_only_if_the_requested_and_the_stand_in_sets_are(
+    embedded_dir, name, num_classes, no_network
+):
+    with pytest.warns(data.DatasetFallbackWarning):
+        spec = data.resolve_dataset(_config(name, embedded_dir, False))
+    assert spec.num_classes == num_classes
+    if not num_classes:
+        with pytest.raises(ValueError, match="has no class labels; labelled datasets: cifar10"):
+            data.open_split(spec, spec.train_split, with_labels=True)
 
 
 @pytest.mark.parametrize("name", sorted(REAL_TO_FALLBACK))
@@ -251,6 +276,10 @@ def test_prepared_real_dataset_is_used(fake_mnist_dir, no_network):
     batch = next(data.TrainIterator(spec, config, global_batch_size=4, seed=0))
     assert batch["image"].shape == (4, 28, 28, 1)
     assert set(np.unique(batch["image"])) == {0, 1}
+    assert spec.num_classes == 10
+    labelled = next(data.TrainIterator(spec, config, global_batch_size=4, seed=0, with_labels=True))
+    np.testing.assert_array_equal(labelled["image"], batch["image"])
+    assert labelled["label"].dtype == np.int32 and labelled["label"].shape == (4,)
     assert not no_network
 
 

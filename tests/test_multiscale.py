@@ -31,7 +31,8 @@ def tiny_multiscale_config(conditional_name="row_lstm", channels=CHANNELS, level
 
 def _init(config, seed=0, shape=(1, HEIGHT, WIDTH, CHANNELS)):
     model = models.build_model(config)
-    return model, model.init(jax.random.PRNGKey(seed), jnp.zeros(shape, jnp.int32))
+    labels = jnp.zeros(shape[:1], jnp.int32) if config.num_classes else None
+    return model, model.init(jax.random.PRNGKey(seed), jnp.zeros(shape, jnp.int32), labels)
 
 
 def _dependencies(config, outputs_fn, num_probes=2):
@@ -279,3 +280,61 @@ def test_bad_multiscale_configs_are_rejected(overrides, message):
     config = tiny_multiscale_config(full_context=True)
     with pytest.raises(ValueError, match="full_context"):
         models.build_model(config)
+
+
+# ---------------------------------------------------------------------------------------
+# Class-conditional multi-scale model: p(x | y) = p_small(s | y) p_cond(rest | s, y).
+
+
+def test_conditional_joint_logits_are_autoregressive_given_the_label():
+    def joint(model, variables, x, s):
+        del s
+        labels = jnp.ones((x.shape[0],), jnp.int32)
+        return model.apply(
+            variables, x, labels, method=multiscale.MultiScalePixelRNN.logits_from_inputs
+        )
+
+    config = tiny_multiscale_config("diagonal_bilstm", num_classes=2)
+    deps = _dependencies(config, joint)
+    grid, rest = multiscale.split_positions(HEIGHT, WIDTH, CHANNELS, 2)
+    rank = np.empty(deps.shape[0], dtype=int)
+    rank[np.concatenate([grid, rest])] = np.arange(deps.shape[0])
+    assert not (deps & ~(rank[None, :] < rank[:, None])).any()
+    assert deps.sum() > deps.shape[0]
+
+
+def test_conditional_joint_is_normalised_for_each_label_and_uses_it():
+    config = tiny_multiscale_config(channels=1, levels=2, num_classes=2)
+    model, variables = _init(config, shape=(1, 3, 3, 1))
+    bits = np.array(list(itertools.product((0, 1), repeat=9)), np.int32)
+    images = jnp.asarray(bits.reshape(-1, 3, 3, 1))
+    apply = jax.jit(model.apply)
+    log_p = [
+        likelihood.log_likelihood(apply(variables, images, jnp.full((512,), y)), images, 2)
+        for y in (0, 1)
+    ]
+    for y in (0, 1):
+        np.testing.assert_allclose(jax.nn.logsumexp(log_p[y]), 0.0, atol=1e-5)
+    assert np.abs(np.asarray(log_p[0] - log_p[1])).max() > 1e-3
+    # Both parts see the label: the sum of the parts is the joint, for each image's own label.
+    labels = jnp.asarray(np.arange(512) % 2, jnp.int32)
+    small_ll, conditional_ll = likelihood.multiscale_log_likelihood_parts(
+        model, variables, images, labels
+    )
+    mixed = jnp.where(labels == 0, log_p[0], log_p[1])
+    np.testing.assert_allclose(small_ll + conditional_ll, mixed, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="class-conditional"):
+        model.apply(variables, images)
+
+
+def test_conditional_cached_and_naive_sampling_draw_the_same_images():
+    model, variables = _init(tiny_multiscale_config("diagonal_bilstm", num_classes=2))
+    images = jax.random.randint(jax.random.PRNGKey(8), (2, HEIGHT, WIDTH, CHANNELS), 0, LEVELS)
+    rng, labels = jax.random.PRNGKey(10), jnp.array([1, 0])
+    for start in (0, 2 * WIDTH * CHANNELS):
+        kwargs = {"start": start, "labels": labels}
+        cached = sampling.sample(model, variables, rng, images, method="cached", **kwargs)
+        naive = sampling.sample(model, variables, rng, images, method="naive", **kwargs)
+        np.testing.assert_array_equal(cached, naive, err_msg=f"start={start}")
+    with pytest.raises(ValueError, match="class-conditional"):
+        sampling.sample(model, variables, rng, images)

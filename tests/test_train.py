@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from experiments import configs
 from pixel_rnn_jax import checkpoints, metric_logging, train
@@ -243,3 +244,76 @@ def test_dataset_without_a_validation_split_reports_the_last_step(tmp_path):
     result = train.train_and_evaluate(_smoke(num_steps=2, eval_every=2), str(tmp_path))
     assert result["eval_split"] == "test" and result["selected_by"] == "last step"
     assert not any(key.startswith("test/") for key in result)
+
+
+# ---------------------------------------------------------------------------------------
+# Class-conditional runs.
+
+
+def test_conditional_run_trains_evaluates_samples_by_class_and_resumes(tmp_path, caplog):
+    config = configs.get_config("row_lstm_mnist_conditional_smoke")
+    config.train.num_steps = 2
+    config.train.eval_every = 2
+    config.train.eval_max_batches = 1
+    config.train.num_samples = 10  # one per class
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["step"] == 2 and np.isfinite(result["eval/nll"])
+    grid = np.asarray(Image.open(tmp_path / metric_logging.IMAGES_DIR / "samples_00000002.png"))
+    # One row per class: 10 rows of one 28x28 image at image_scale 4, 1-pixel separators.
+    scale = config.train.image_scale
+    assert grid.shape[:2] == (10 * (28 * scale + 1) + 1, 28 * scale + 2)
+
+    # Resume to step 3: the labelled data stream continues, the model conditions again.
+    config.train.num_steps = 3
+    config.train.num_samples = 0
+    with caplog.at_level(logging.INFO):
+        result = train.train_and_evaluate(config, str(tmp_path))
+    assert "Resumed from the checkpoint at step 2" in caplog.text
+    assert result["step"] == 3 and np.isfinite(result["eval/nll"])
+
+    # Samples of one class, or a grid by class, from the checkpoint; labels are saved.
+    out = tmp_path / "samples"
+    paths = train.sample_checkpoint(config, str(tmp_path), str(out), num=3, label=7)
+    assert np.load(paths["samples_npz"])["labels"].tolist() == [7, 7, 7]
+    paths = train.sample_checkpoint(config, str(tmp_path), str(out), num=20, label="all")
+    assert np.load(paths["samples_npz"])["labels"].tolist() == sorted(list(range(10)) * 2)
+    for label, message in ((10, r"class in \[0, 10\)"), ("three", "or 'all'")):
+        with pytest.raises(ValueError, match=message):
+            train.sample_checkpoint(config, str(tmp_path), str(out), num=2, label=label)
+    # The evaluation is the conditional NLL, over the whole test split.
+    metrics = train.evaluate_checkpoint(config, str(tmp_path))
+    assert metrics["step"] == 3 and metrics["eval/num_images"] == 1000
+
+
+def test_label_for_an_unconditional_run_is_refused_before_restoring(tmp_path):
+    with pytest.raises(ValueError, match="model is unconditional"):
+        train.sample_checkpoint(_smoke(), str(tmp_path), str(tmp_path / "out"), label=3)
+
+
+@pytest.mark.parametrize(
+    "data_name,message",
+    (
+        ("binarized_mnist", "'embedded_binarized_mnist' \\(the stand-in for 'binarized_mnist'\\)"),
+        ("embedded_rgb32", "'embedded_rgb32' has no class labels"),
+    ),
+)
+def test_conditional_config_on_a_dataset_without_labels_fails_at_start(
+    tmp_path, data_name, message
+):
+    config = configs.get_config("row_lstm_mnist_conditional_smoke")
+    config.data.name = data_name
+    config.data.strict = False
+    if data_name == "embedded_rgb32":
+        config.model.num_channels, config.model.num_levels = 3, 256
+    with pytest.raises(ValueError, match=message) as error:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert "--config.data.name=mnist" in str(error.value)
+    assert "embedded_binarized_mnist" in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_num_classes_must_match_the_datasets(tmp_path):
+    config = configs.get_config("row_lstm_mnist_conditional_smoke")
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match="--config.model.num_classes=10"):
+        train.train_and_evaluate(config, str(tmp_path))
