@@ -15,7 +15,9 @@ can see, is the one written to the caches.
 
 An optional conditioning map known in full (the multi-scale model's conditional network,
 `PixelRNN.logits_from_inputs(inputs, conditioning)`) adds each unit's unmasked 1x1 of the
-map at the pixel (and along the row, for the right-to-left sweep).
+map at the pixel (and along the row, for the right-to-left sweep). A class-conditional
+model's labels add the same vector at every pixel, so each body's `prepare` folds every
+unit's class embedding into that unit's bias once per sample (`[batch, features]` biases).
 
 """
 
