@@ -39,6 +39,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.output_dim = 32  # hidden features of the output stack
     config.use_residual = True  # residual connection around every body unit
     config.use_skip = True  # learnable 1x1 skip connections from every unit to the output
+    # Compute dtype of every convolution and matmul: 'float32' or 'bfloat16'. Parameters,
+    # optimiser state, LSTM states, logits and the likelihood stay float32.
+    config.dtype = "float32"
+    config.remat = False  # recompute each body unit in the backward pass (less memory)
     # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.
     config.multiscale = multiscale.default_multiscale_config()
     return config

@@ -14,7 +14,7 @@ sweep runs in phases that skip the rows of a column that hold no pixel (`sweep_c
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -265,7 +265,7 @@ def sweep_columns(
     chex.assert_equal(num_columns, width + height - 1)
     hidden_dim = four_h // NUM_GATES
     valid = valid_columns(height, width)
-    hidden = cell = jnp.zeros((batch, height, hidden_dim), columns.dtype)
+    hidden = cell = jnp.zeros((batch, height, hidden_dim), jnp.float32)  # see lstm_cell
     outputs = []
     if num_phases is None:
         num_phases = default_num_phases(height, width, unroll)
@@ -361,6 +361,7 @@ class DiagonalBiLSTMLayer(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
     full_context: bool = False  # right-to-left direction also sees the image (see above)
+    dtype: Any = jnp.float32  # compute dtype of the convolutions and the state-to-state product
 
     @nn.compact
     def __call__(
@@ -385,6 +386,7 @@ class DiagonalBiLSTMLayer(nn.Module):
             "B",
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
+            dtype=self.dtype,
         )
         left_gates = input_to_state(name=LEFT_INPUT)(left_columns)
         right_gates = input_to_state(name=RIGHT_INPUT)(right_columns)
@@ -392,12 +394,12 @@ class DiagonalBiLSTMLayer(nn.Module):
             if context is None:
                 raise ValueError("full_context=True needs the image as `context`.")
             right_gates = right_gates + nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name=RIGHT_CONTEXT
+                NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype, name=RIGHT_CONTEXT
             )(to_columns(context[:, :, ::-1]))
         if conditioning is not None:
             # Unmasked 1x1s: the map holds no pixel of x.
             conditioning_1x1 = functools.partial(
-                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False
+                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype
             )
             left_gates = left_gates + conditioning_1x1(name=LEFT_CONDITIONING)(
                 to_columns(conditioning)
@@ -414,7 +416,10 @@ class DiagonalBiLSTMLayer(nn.Module):
             (2, 2 * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden = bilstm_over_columns(left_gates, right_gates, state_kernels, width, self.unroll)
+        # The kernels in the compute dtype: the sweeps' state-to-state products run in it.
+        hidden = bilstm_over_columns(
+            left_gates, right_gates, state_kernels.astype(self.dtype), width, self.unroll
+        )
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
 
@@ -426,6 +431,7 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
         num_groups=model.num_channels,
         unroll=model.unroll,
         full_context=model.full_context,
+        dtype=model.dtype,
         parent=None,
     )
     return residual.recurrent_unit(model, KIND, index, layer)

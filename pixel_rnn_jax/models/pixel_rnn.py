@@ -10,10 +10,11 @@ the output stack. The stack's one-pixel evaluation for the cached sampler
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
@@ -61,6 +62,8 @@ class PixelRNN(nn.Module):
     output_dim: int = 32  # output stack hidden features
     use_residual: bool = True  # residual connections around body units
     use_skip: bool = True  # skip connections from every unit to the output
+    dtype: Any = jnp.float32  # compute dtype of convolutions and matmuls (params: float32)
+    remat: bool = False  # recompute each body unit in the backward pass (jax.checkpoint)
 
     def __call__(self, images: jax.Array) -> jax.Array:
         """Logits for integer `images` [batch, height, width, channels] in [0, num_levels).
@@ -87,7 +90,7 @@ class PixelRNN(nn.Module):
         groups = self.num_channels
         k = self.first_kernel_size
         x = layers.MaskedConv2D(
-            2 * self.hidden_dim, (k, k), "A", num_groups=groups, name=INPUT_CONV
+            2 * self.hidden_dim, (k, k), "A", num_groups=groups, dtype=self.dtype, name=INPUT_CONV
         )(inputs)
         make_unit = BODIES[self.name_in_registry].make_unit
         skips = []
@@ -95,11 +98,11 @@ class PixelRNN(nn.Module):
             x = make_unit(self, index)(x, inputs, conditioning=conditioning)
             if self.use_skip:
                 skips.append(
-                    layers.masked_1x1(2 * self.hidden_dim, groups, name=skip_name(index))(x)
+                    layers.masked_1x1(2 * self.hidden_dim, groups, skip_name(index), self.dtype)(x)
                 )
         features = layers.sum_features(skips) if self.use_skip else x
         logits = layers.OutputStack(
-            self.num_channels, self.num_levels, self.output_dim, name=OUTPUT_STACK
+            self.num_channels, self.num_levels, self.output_dim, self.dtype, name=OUTPUT_STACK
         )(features)
         return logits
 
@@ -115,6 +118,7 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
     if config.full_context and config.name != "diagonal_bilstm":
         raise ValueError("full_context only applies to the 'diagonal_bilstm' model.")
     recurrence.parse_unroll(config.unroll)
+    dtype = layers.compute_dtype(config.dtype)
     if config.hidden_dim < config.num_channels or config.output_dim < config.num_channels:
         raise ValueError(
             f"hidden_dim ({config.hidden_dim}) and output_dim ({config.output_dim}) must be at "
@@ -133,6 +137,8 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
         output_dim=config.output_dim,
         use_residual=config.use_residual,
         use_skip=config.use_skip,
+        dtype=dtype,
+        remat=bool(config.remat),
     )
 
 

@@ -8,6 +8,8 @@ Autoregressive Models").
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -34,6 +36,7 @@ class PixelCNNBlock(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     kernel_size: int = 3  # spatial size of the middle convolution
     use_residual: bool = True  # add the block input to its output
+    dtype: Any = jnp.float32  # compute dtype of the convolutions
 
     @nn.compact
     def __call__(
@@ -45,29 +48,33 @@ class PixelCNNBlock(nn.Module):
         """Args: x [batch, height, width, 2h]; conditioning: optional [batch, height, width, c]
         map known in full (multi-scale), added to the k x k convolution's pre-activation."""
         del context  # PixelCNN has no use for the full-context image
-        y = layers.masked_1x1(self.hidden_dim, self.num_groups, name=REDUCE)(nn.relu(x))
+        y = layers.masked_1x1(self.hidden_dim, self.num_groups, REDUCE, self.dtype)(nn.relu(x))
         y = layers.MaskedConv2D(
             self.hidden_dim,
             (self.kernel_size, self.kernel_size),
             "B",
             num_groups=self.num_groups,
+            dtype=self.dtype,
             name=CONV,
         )(nn.relu(y))
         if conditioning is not None:
             # The block's masked spatial map plays the LSTM input-to-state map's role; the
             # 1x1 is unmasked since the conditioning map holds no pixel of x.
-            y = y + nn.Dense(self.hidden_dim, use_bias=False, name=CONDITIONING)(conditioning)
-        y = layers.masked_1x1(x.shape[-1], self.num_groups, name=EXPAND)(nn.relu(y))
+            y = y + nn.Dense(self.hidden_dim, use_bias=False, dtype=self.dtype, name=CONDITIONING)(
+                conditioning
+            )
+        y = layers.masked_1x1(x.shape[-1], self.num_groups, EXPAND, self.dtype)(nn.relu(y))
         return x + y if self.use_residual else y
 
 
 def make_unit(model: nn.Module, index: int) -> nn.Module:
     """Block `index` of a PixelCNN `PixelRNN` (`pixelcnn_<index>`)."""
-    return PixelCNNBlock(
+    return residual.unit_class(model, PixelCNNBlock)(
         model.hidden_dim,
         num_groups=model.num_channels,
         kernel_size=model.recurrent_kernel_size,
         use_residual=model.use_residual,
+        dtype=model.dtype,
         name=residual.unit_name(KIND, index),
     )
 

@@ -8,6 +8,8 @@ context of a pixel is a triangle above it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -100,6 +102,7 @@ class RowLSTMLayer(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     kernel_width: int = 3  # k of the k x 1 input-to-state and state-to-state convolutions
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
+    dtype: Any = jnp.float32  # compute dtype of the convolutions and the state-to-state product
 
     @nn.compact
     def __call__(
@@ -121,12 +124,13 @@ class RowLSTMLayer(nn.Module):
             "B",
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
+            dtype=self.dtype,
             name=INPUT_TO_STATE,
         )(rows)
         if conditioning is not None:
             # Unmasked 1x1: the conditioning map holds no pixel of x, nothing can leak.
             input_gates = input_gates + nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name=CONDITIONING
+                NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype, name=CONDITIONING
             )(jnp.swapaxes(conditioning, 0, 1))
         state_kernel = self.param(
             STATE_TO_STATE,
@@ -134,7 +138,10 @@ class RowLSTMLayer(nn.Module):
             (self.kernel_width * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden_rows = lstm_recurrence(row_state_to_gates, state_kernel, input_gates, self.unroll)
+        # The kernel in the compute dtype: the sweep's state-to-state products run in it.
+        hidden_rows = lstm_recurrence(
+            row_state_to_gates, state_kernel.astype(self.dtype), input_gates, self.unroll
+        )
         hidden = jnp.swapaxes(hidden_rows, 0, 1)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
@@ -147,6 +154,7 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
         num_groups=model.num_channels,
         kernel_width=model.recurrent_kernel_size,
         unroll=model.unroll,
+        dtype=model.dtype,
         parent=None,
     )
     return residual.recurrent_unit(model, KIND, index, layer)
