@@ -106,8 +106,9 @@ def diagonal_lstm_cell(
     Returns:
       (hidden, cell) at (i, j), each [..., hidden].
     """
-    gates = input_gates + layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
-    return lstm_cell(gates, left_cell)
+    state = layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
+    # Summed in float32 whatever the compute dtype, as in the sweep (see `lstm_cell`).
+    return lstm_cell(input_gates.astype(jnp.float32) + state.astype(jnp.float32), left_cell)
 
 
 def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
@@ -480,7 +481,7 @@ def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
         # (the shift-down) and read as "above" by the next right-to-left sweep.
         "right_hidden": zeros(width, h),
         # Each layer's input along the current row, for the right-to-left sweep at its end.
-        "inputs": zeros(width, 2 * h),
+        "inputs": jnp.zeros((num_layers, batch, width, 2 * h), model.dtype),
     }
 
 
@@ -538,9 +539,10 @@ def _end_row(model, body_params, cache, image_row, conditioning_row):
     gates = gates + stack(lambda p: p["right_input"]["bias"])[:, None, None]
     if model.full_context:
         context = stack(lambda p: p["right_context"])  # [L, channels, 4h]
-        gates = gates + jnp.einsum("bwc,lco->lbwo", image_row, context)
+        gates = gates + jnp.einsum("bwc,lco->lbwo", image_row.astype(context.dtype), context)
     if conditioning_row is not None:
         kernels = stack(lambda p: p["right_conditioning"])  # [L, c, 4h]
+        conditioning_row = conditioning_row.astype(kernels.dtype)
         gates = gates + jnp.einsum("bwc,lco->lbwo", conditioning_row, kernels)
     state_kernels = stack(lambda p: p["state_kernels"][1])  # [L, 2h, 4h]
     cell_fn = jax.vmap(diagonal_lstm_cell)  # over layers

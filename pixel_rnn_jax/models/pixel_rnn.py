@@ -193,7 +193,7 @@ def pixel_logits(model, shell, body_params, cache, window, column, conditioning)
     else:
         features = outputs[-1]
     hidden = incremental.dense(shell["hidden"], nn.relu(features))
-    logits = incremental.dense(shell["logits"], nn.relu(hidden))
+    logits = incremental.dense(shell["logits"], nn.relu(hidden), out_dtype=jnp.float32)
     if model.num_levels != 2:
         logits = logits.reshape(window.shape[0], window.shape[-1], model.num_levels)
     return column_state, logits

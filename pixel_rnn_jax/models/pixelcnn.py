@@ -99,7 +99,7 @@ def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params
 
 def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
     k, h = model.recurrent_kernel_size, model.hidden_dim
-    zeros = lambda *shape: jnp.zeros((model.num_layers, batch, *shape), jnp.float32)
+    zeros = lambda *shape: jnp.zeros((model.num_layers, batch, *shape), model.dtype)
     padded_width = k // 2 + width + (k - 1) // 2  # the k x k convolution's zero columns
     # Each block's k x k convolution input, relu(reduce(relu(x))), as in Ramachandran et
     # al.'s queues: the k//2 rows above (read along the row), the current row (written),
@@ -126,7 +126,7 @@ def _pixel(model, body_params, cache, x, column, conditioning):
     above = jax.lax.dynamic_slice(
         cache["rows_above"], (0, 0, 0, column, 0), (num_layers, batch, half, k, h)
     )  # rows i - k//2 .. i - 1, columns j - k//2 .. j + (k - 1)//2
-    right = jnp.zeros((batch, k - half - 1, h), jnp.float32)  # masked: never read
+    right = jnp.zeros((batch, k - half - 1, h), model.dtype)  # masked: never read
     reduced_states, outputs = [], []
     for index, block in enumerate(body_params):
         reduced = nn.relu(incremental.dense(block["reduce"], nn.relu(x)))

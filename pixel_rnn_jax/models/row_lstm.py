@@ -189,7 +189,7 @@ def _prepare(model: nn.Module, params: incremental.Params) -> incremental.Params
 def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
     num_layers, h = model.num_layers, model.hidden_dim
     half = model.recurrent_kernel_size // 2
-    zeros = lambda *shape: jnp.zeros((num_layers, batch, *shape), jnp.float32)
+    zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((num_layers, batch, *shape), dtype)
     return {
         # Written along the current row; read (as the previous row) by `start_row`.
         "hidden": zeros(width, h),
@@ -197,9 +197,9 @@ def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
         # Read along the current row: the previous row's cells and the state-to-state
         # pre-activations computed from its hidden states.
         "cell_above": zeros(width, h),
-        "state_gates": zeros(width, NUM_GATES * h),
+        "state_gates": zeros(width, NUM_GATES * h, dtype=model.dtype),
         # Each layer's input at the k//2 pixels left of the current one (zeros off the image).
-        "left_inputs": zeros(half, 2 * h),
+        "left_inputs": zeros(half, 2 * h, dtype=model.dtype),
     }
 
 
@@ -229,7 +229,8 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         input_gates = incremental.window_conv(window[:, None], layer["input_kernel"][None])
         input_gates = input_gates + layer["input_bias"]
         input_gates = incremental.add_conditioning(input_gates, conditioning, layer["conditioning"])
-        gates = input_gates + state_gates[index]
+        # Summed in float32, as in the sweep (`lstm_cell` module docstring).
+        gates = input_gates.astype(jnp.float32) + state_gates[index].astype(jnp.float32)
         hidden, cell = lstm_cell(gates, cell_above[index])
         hiddens.append(hidden)
         cells.append(cell)

@@ -74,8 +74,9 @@ def run_incremental(
     """
     params = variables["params"]
     body = CACHED_BODIES[model.name_in_registry]
-    shell = pixel_rnn.prepare_shell(model, params)
-    body_params = body.prepare(model, params)
+    # The walk computes in the model's dtype, as the Linen model does (states, logits float32).
+    shell = incremental.in_compute_dtype(pixel_rnn.prepare_shell(model, params), model.dtype)
+    body_params = incremental.in_compute_dtype(body.prepare(model, params), model.dtype)
     batch, height, width, channels = images.shape
     if conditioning is not None:
         if conditioning.shape[:3] != (batch, height, width):
