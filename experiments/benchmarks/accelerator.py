@@ -219,7 +219,8 @@ def equivalence_rows(plan: Plan) -> list[dict[str, Any]]:
     height, width, channels = plan.probe_shape
     images = jax.random.randint(jax.random.PRNGKey(0), (2, height, width, channels), 0, 256)
     rows = []
-    for kind in ("row_lstm", "diagonal_bilstm"):
+    recurrent = dict.fromkeys(kind for kind, _ in plan.kinds if kind in scan.RECURRENT_MODELS)
+    for kind in recurrent:
         results = {}
         for unroll in (1, *plan.unrolls):
             model = models.build_model(
