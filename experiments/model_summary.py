@@ -57,7 +57,7 @@ def memory_plan(names) -> list[dict]:
     """One row per (config, variant); a config that fails to compile gets an 'error' row."""
     batches = tuple(int(b) for b in _BATCHES.value)
     capacities = [float(c) for c in _CAPACITIES.value]
-    rows = []
+    rows, planned = [], {}
     for name in names:
         config = configs.get_config(name)
         shape = data.KNOWN_DATASETS[config.data.name].image_shape
@@ -65,6 +65,13 @@ def memory_plan(names) -> list[dict]:
             dtype, remat = variant.split(":")
             key = {"config": name, "image": "x".join(map(str, shape)), "dtype": dtype}
             key["remat"] = remat == "1"
+            # Configs with the same model at the same image size (CIFAR-10 and ImageNet 32)
+            # compile the same program: plan it once.
+            same = json.dumps([config.model.to_dict(), shape, variant], sort_keys=True, default=str)
+            if same in planned:
+                rows.append({**planned[same], **key, "same_as": planned[same]["config"]})
+                print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
+                continue
             try:
                 row = memory.plan_row(
                     config.model,
@@ -78,6 +85,7 @@ def memory_plan(names) -> list[dict]:
             except Exception as error:  # noqa: BLE001 - one failing config must not end the plan
                 row = {**key, "error": f"{type(error).__name__}: {error}"[:200]}
             rows.append({**key, **row})
+            planned[same] = rows[-1]
             print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
     return rows
 

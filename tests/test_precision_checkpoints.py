@@ -32,7 +32,7 @@ def _saved_dtypes(workdir, step: int) -> set[str]:
     return {str(leaf.dtype) for leaf in leaves if leaf.shape != ()}
 
 
-def test_float32_to_bfloat16_and_back_resume_with_float32_state(tmp_path):
+def test_float32_to_bfloat16_and_back_resume_with_float32_state(tmp_path, compilation_cache):
     # float32 for 2 steps, resumed in bfloat16 to 4, resumed in float32 again to 6.
     for dtype, steps in (("float32", 2), ("bfloat16", 4), ("float32", 6)):
         result = train.train_and_evaluate(_smoke(dtype, steps), str(tmp_path))

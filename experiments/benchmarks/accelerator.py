@@ -65,6 +65,7 @@ class Plan:
     probe_shape: tuple[int, int, int]  # (height, width, channels) of the Jacobian probes
     probe_model: dict  # model fields of the probes, equivalence and sampling checks
     kinds: tuple  # (model name, full_context) of the causality and cached == naive checks
+    sampling_dtypes: tuple  # dtypes of the cached == naive checks and the sampling table
     probes: int  # random points whose Jacobians are OR-ed
     scan_models: tuple
     train_configs: tuple  # the CIFAR-size configs trained
@@ -95,6 +96,7 @@ FULL = Plan(
     probe_shape=(4, 5, 3),
     probe_model=SMALL_MODEL,
     kinds=ALL_KINDS,
+    sampling_dtypes=("float32", "bfloat16"),
     probes=2,
     scan_models=scan.MODEL_NAMES,
     train_configs=CIFAR_CONFIGS,
@@ -121,6 +123,7 @@ TINY = Plan(
     probe_shape=(2, 3, 3),
     probe_model=TINY_MODEL,
     kinds=(("row_lstm", False),),
+    sampling_dtypes=("float32",),
     probes=1,
     scan_models=("row_lstm",),
     train_configs=CIFAR_CONFIGS[:1],
@@ -262,7 +265,7 @@ def sampling_equality_rows(plan: Plan) -> list[dict[str, Any]]:
     shape = (2, height, width, channels)
     rows = []
     for kind, full_context in plan.kinds:
-        for dtype in ("float32", "bfloat16"):
+        for dtype in plan.sampling_dtypes:
             config = small_config(
                 kind, channels, 256, plan.probe_model, dtype=dtype, full_context=full_context
             )
@@ -402,7 +405,7 @@ def precision_rows(plan: Plan, workdir: str) -> list[dict[str, Any]]:
 def sampling_rows(plan: Plan, log) -> list[dict[str, Any]]:
     """The sampling table, float32; then the cached rows again in bfloat16."""
     rows = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype in plan.sampling_dtypes:
         cases = plan.sampling_cases
         if dtype == "bfloat16":
             cases = tuple(c for c in cases if c.method == "cached")
