@@ -8,12 +8,20 @@ Suites (`--suite`):
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
             devices on CPU, one child process each): `experiments.benchmarks.devices`;
             `--models` (default here: row_lstm), `--device_counts`, `--repeats`.
+  accelerator  the first run on a GPU/TPU, one report: causality, scan == unroll == Python
+            loop, cached == naive, the scan table in float32 and bfloat16, 500 training
+            steps of the CIFAR-size models, bfloat16 vs float32 on MNIST, sampling and
+            devices tables (`experiments.benchmarks.accelerator`); `--tiny` (default on a
+            CPU) runs it at seconds-long sizes; `--sections` picks sections.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
   python -m experiments.benchmark --output /tmp/b --models=row_lstm --sizes=28 --unroll=1,4,python
   python -m experiments.benchmark --output /tmp/b --suite=devices --quick --device_counts=1,2 \
       --models=row_lstm,diagonal_bilstm --repeats=10
+  python -m experiments.benchmark --output /tmp/b --suite=accelerator
+  python -m experiments.benchmark --output /tmp/b --dtypes=float32,bfloat16 --remat=false,true \
+      --sizes=32,64 --unroll_big=1
 
 Writes DIR/<name>.json and DIR/<name>.md, where <name> is `--name` (default
 `<platform>_<suite>[_quick]`). The default (non-quick) scan run times every unroll setting
@@ -33,13 +41,19 @@ import jax
 from absl import app, flags, logging
 
 from experiments import cli
-from experiments.benchmarks import devices, sampling, scan
+from experiments.benchmarks import accelerator, devices, memory, sampling, scan
 from pixel_rnn_jax.nn import recurrence
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Directory for the JSON and Markdown result files.")
 flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[_quick].")
-flags.DEFINE_enum("suite", "scan", ["scan", "sampling", "devices"], "Which benchmark to run.")
+flags.DEFINE_enum(
+    "suite", "scan", ["scan", "sampling", "devices", "accelerator"], "Which benchmark to run."
+)
+flags.DEFINE_bool("tiny", None, "--suite=accelerator: seconds-long sizes (default: on a CPU only).")
+flags.DEFINE_list(
+    "sections", list(accelerator.SECTIONS), "--suite=accelerator: the sections to run."
+)
 flags.DEFINE_bool("quick", False, "28x28 only, unroll 1 and 4, 3 repeats.")
 flags.DEFINE_list("models", list(scan.MODEL_NAMES), "Models to run.")
 flags.DEFINE_list("sizes", ["28", "32", "64"], "Image sizes: 28 (MNIST), 32 (CIFAR), 64.")
@@ -57,6 +71,8 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measures the peak.")
 flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "--suite=devices: device counts.")
+flags.DEFINE_list("dtypes", ["float32"], "--suite=scan: model compute dtypes (bfloat16 too).")
+flags.DEFINE_list("remat", ["false"], "--suite=scan: rematerialisation settings (false, true).")
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 
@@ -67,6 +83,14 @@ def _parse_unrolls(values: list[str]) -> list[recurrence.Unroll]:
         setting = recurrence.parse_unroll(value)  # raises on a bad value
         unrolls.append(value if isinstance(setting, bool | str) else setting)
     return unrolls
+
+
+def _parse_bool(value: str, flag: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise app.UsageError(f"--{flag}: {value!r} is not true or false.")
 
 
 def _check_choices(values: list[str], choices, flag: str) -> None:
@@ -85,6 +109,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
         sizes = FLAGS.sizes
     _check_choices(FLAGS.models, scan.MODEL_NAMES, "models")
     _check_choices(sizes, [str(s) for s in scan.SIZES], "sizes")
+    _check_choices(FLAGS.dtypes, ("float32", "bfloat16"), "dtypes")
     repeats = FLAGS.repeats or (QUICK["repeats"] if quick else None)
     peak = scan.matmul_peak(FLAGS.peak_size)
     log(f"matmul peak ({FLAGS.peak_size}^2 float32): {peak['gflops']:.1f} GFLOP/s")
@@ -105,6 +130,8 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
             time_budget_s=max(budget, 1e-9),
             peak_gflops=peak["gflops"],
             log=log,
+            dtypes=FLAGS.dtypes,
+            remats=[_parse_bool(value, "remat") for value in FLAGS.remat],
         )
     header = {
         "title": "Scan vs unrolled recurrences: compile, forward and train-step time",
@@ -156,7 +183,25 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.output:
         raise app.UsageError("--output DIR is required.")
+    # Before JAX starts its backend: on a CPU, remat rows would otherwise save no memory.
+    memory.keep_remat_barriers()
     os.makedirs(FLAGS.output, exist_ok=True)
+    if FLAGS.suite == "accelerator":
+        _check_choices(FLAGS.sections, accelerator.SECTIONS, "sections")
+        tiny = accelerator.default_tiny() if FLAGS.tiny is None else FLAGS.tiny
+        name = FLAGS.name or f"{jax.default_backend()}_accelerator" + ("_tiny" if tiny else "")
+        results = accelerator.run_suite(
+            FLAGS.output,
+            name,
+            tiny=tiny,
+            command="python -m experiments.benchmark " + shlex.join(present_flags()),
+            sections=tuple(FLAGS.sections),
+            time_budget_s=FLAGS.time_budget_s if FLAGS["time_budget_s"].present else 450.0,
+            log=logging.info,
+        )
+        statuses = {section: result["status"] for section, result in results.items()}
+        logging.info("Wrote %s.{json,md}: %s", os.path.join(FLAGS.output, name), statuses)
+        return
     start = time.perf_counter()
     # The machine may be shared: the load before and after the run says how much.
     load_at_start = scan.machine_info()["load_average"]
@@ -184,7 +229,7 @@ def main(argv):
 def present_flags() -> list[str]:
     """The flags set away from their defaults, as `--name=value` strings."""
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
-    names += ("batch_size",)
+    names += ("batch_size", "dtypes", "remat", "tiny", "sections")
     names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
     given = []
     for name in names:

@@ -1,30 +1,124 @@
-"""Parameter counts of the named experiments' models.
+"""Parameter counts of the named experiments' models, and their train step's memory plan.
 
 python -m experiments.model_summary                      # every non-smoke config
 python -m experiments.model_summary --configs=row_lstm_mnist,pixelcnn_cifar10
+python -m experiments.model_summary --nomemory           # parameter counts only
+python -m experiments.model_summary --output=benchmark_results/cpu_memory_plan
+
+The memory plan compiles (never runs) the runner's train step of every config at its
+dataset's image size for float32 / bfloat16 x remat / no remat, reads `memory_analysis()`
+and fits peak memory = fixed + per-device batch x per image; it then gives the largest
+per-device batch that fits in each of `--capacities_gb` (`experiments.benchmarks.memory`).
+On a CPU the numbers come from XLA:CPU's buffer assignment: how far they carry to a GPU or
+TPU is in WORKSPACE_NOTES.md ("Memory planning").
 """
+
+import json
+import os
+import time
 
 from absl import flags
 
 from experiments import cli, configs
-from pixel_rnn_jax import models
+from experiments.benchmarks import memory, scan
+from pixel_rnn_jax import data, models
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config names; default: all non-smoke configs.")
+_MEMORY = flags.DEFINE_bool("memory", True, "Also compile each train step for its memory plan.")
+_VARIANTS = flags.DEFINE_list(
+    "variants",
+    [f"{dtype}:{int(remat)}" for dtype, remat in memory.VARIANTS],
+    "dtype:remat pairs of the memory plan (remat 0 or 1).",
+)
+_BATCHES = flags.DEFINE_list("batches", ["1", "2"], "The two per-device batches of the fit.")
+_CAPACITIES = flags.DEFINE_list(
+    "capacities_gb", [str(c) for c in memory.CAPACITIES_GB], "Device memory sizes (1e9 bytes)."
+)
+_USABLE = flags.DEFINE_float(
+    "usable_fraction", memory.USABLE_FRACTION, "Part of a device's memory the step may use."
+)
+_OUTPUT = flags.DEFINE_string("output", None, "Also write the plan to OUTPUT.md and OUTPUT.json.")
+
+
+def parameter_table(names) -> str:
+    lines = ["| config | model | layers | h | channels | levels | parameters |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in names:
+        m = configs.get_config(name).model
+        count = models.count_parameters(m)
+        lines.append(
+            f"| {name} | {m.name} | {m.num_layers} | {m.hidden_dim} | {m.num_channels} | "
+            f"{m.num_levels} | {count:,} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_plan(names) -> list[dict]:
+    """One row per (config, variant); a config that fails to compile gets an 'error' row."""
+    batches = tuple(int(b) for b in _BATCHES.value)
+    capacities = [float(c) for c in _CAPACITIES.value]
+    rows, planned = [], {}
+    for name in names:
+        config = configs.get_config(name)
+        shape = data.KNOWN_DATASETS[config.data.name].image_shape
+        for variant in _VARIANTS.value:
+            dtype, remat = variant.split(":")
+            key = {"config": name, "image": "x".join(map(str, shape)), "dtype": dtype}
+            key["remat"] = remat == "1"
+            # Configs with the same model at the same image size (CIFAR-10 and ImageNet 32)
+            # compile the same program: plan it once.
+            same = json.dumps([config.model.to_dict(), shape, variant], sort_keys=True, default=str)
+            if same in planned:
+                rows.append({**planned[same], **key, "same_as": planned[same]["config"]})
+                print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
+                continue
+            try:
+                row = memory.plan_row(
+                    config.model,
+                    shape,
+                    dtype,
+                    key["remat"],
+                    batches=batches,
+                    capacities_gb=capacities,
+                    usable_fraction=_USABLE.value,
+                )
+            except Exception as error:  # noqa: BLE001 - one failing config must not end the plan
+                row = {**key, "error": f"{type(error).__name__}: {error}"[:200]}
+            rows.append({**key, **row})
+            planned[same] = rows[-1]
+            print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
+    return rows
 
 
 def main(argv):
     del argv
+    # Before JAX starts its backend: on a CPU, remat would otherwise save nothing here.
+    memory.keep_remat_barriers()
     names = _CONFIGS.value or [n for n in configs.list_configs() if not n.endswith("_smoke")]
-    print("| config | model | layers | h | channels | levels | parameters |")
-    print("|---|---|---|---|---|---|---|")
-    for name in names:
-        model_config = configs.get_config(name).model
-        count = models.count_parameters(model_config)
-        m = model_config
-        print(
-            f"| {name} | {m.name} | {m.num_layers} | {m.hidden_dim} | {m.num_channels} | "
-            f"{m.num_levels} | {count:,} |"
-        )
+    print(parameter_table(names))
+    if not _MEMORY.value:
+        return
+    start = time.perf_counter()
+    capacities = [float(c) for c in _CAPACITIES.value]
+    print(f"\nMemory plan (per-device batch; usable fraction {_USABLE.value:g}):\n")
+    print("\n".join(memory.markdown([], capacities).splitlines()[:2]), flush=True)
+    rows = memory_plan(names)
+    if _OUTPUT.value:
+        os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
+        header = {
+            "machine": scan.machine_info(),
+            "wall_s": time.perf_counter() - start,
+            "batches": _BATCHES.value,
+            "usable_fraction": _USABLE.value,
+            "capacities_gb": capacities,
+        }
+        with open(_OUTPUT.value + ".json", "w") as f:
+            json.dump({"header": header, "rows": rows}, f, indent=1)
+            f.write("\n")
+        with open(_OUTPUT.value + ".md", "w") as f:
+            f.write("# Memory plan of the runner's train step (compile only)\n\n")
+            f.write(f"- machine: {header['machine']}\n- wall s: {header['wall_s']:.0f}\n\n")
+            f.write(memory.markdown(rows, capacities) + "\n")
 
 
 if __name__ == "__main__":

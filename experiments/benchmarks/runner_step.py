@@ -64,3 +64,43 @@ def runner_train_step(
     batch = parallel.shard_batch({"image": np.asarray(images, np.int32)}, mesh)
     key = parallel.replicate(jax.random.PRNGKey(seed + 1), mesh)
     return train.make_train_step(model, tx, num_levels, mesh), state, batch, key
+
+
+def abstract_runner_train_step(
+    model: Any,
+    num_levels: int,
+    batch_shape: Sequence[int],
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> tuple[Callable, Any, dict[str, jax.ShapeDtypeStruct], jax.ShapeDtypeStruct]:
+    """`runner_train_step` without allocating anything: shapes, dtypes and shardings only.
+
+    For `step.lower(state, batch, key)`: compile-only memory planning
+    (`memory_analysis()`) and `jax.export` for platforms this machine does not have.
+
+    Args:
+      model: a model from `models.build_model`.
+      num_levels: 2 or 256.
+      batch_shape: `[global_batch, height, width, channels]`.
+      devices: the mesh's devices; default the first device only.
+
+    Returns:
+      (step, abstract state, abstract batch, abstract key).
+    """
+    mesh = parallel.make_mesh(list(devices) if devices is not None else jax.devices()[:1])
+    tx = optimizer()
+    init = functools.partial(
+        train.init_train_state, model=model, tx=tx, image_shape=tuple(batch_shape[1:])
+    )
+    replicated = parallel.replicated_sharding(mesh)
+    state = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+        jax.eval_shape(init, jax.random.PRNGKey(0)),
+    )
+    batch = {
+        "image": jax.ShapeDtypeStruct(
+            tuple(batch_shape), np.int32, sharding=parallel.batch_sharding(mesh)
+        )
+    }
+    key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=replicated)
+    return train.make_train_step(model, tx, num_levels, mesh), state, batch, key

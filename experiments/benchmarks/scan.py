@@ -305,7 +305,13 @@ MODEL_NAMES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 RECURRENT_MODELS = ("row_lstm", "diagonal_bilstm")
 
 
-def model_config(name: str, size: SizeSpec, unroll: recurrence.Unroll) -> ml_collections.ConfigDict:
+def model_config(
+    name: str,
+    size: SizeSpec,
+    unroll: recurrence.Unroll,
+    dtype: str = "float32",
+    remat: bool = False,
+) -> ml_collections.ConfigDict:
     """The model config of `name` at `size` (every other field at its default)."""
     fields = models.default_model_config().to_dict()
     fields.update(
@@ -316,6 +322,8 @@ def model_config(name: str, size: SizeSpec, unroll: recurrence.Unroll) -> ml_col
         num_channels=size.num_channels,
         output_dim=size.output_dim,
         unroll=unroll,
+        dtype=dtype,
+        remat=remat,
     )
     # A fresh ConfigDict: the default's `unroll` field is typed int, 'full' is a str.
     return ml_collections.ConfigDict(fields)
@@ -340,8 +348,10 @@ def benchmark_one(
     warmup: int = 1,
     peak_gflops: float | None = None,
     seed: int = 0,
+    dtype: str = "float32",
+    remat: bool = False,
 ) -> dict[str, Any]:
-    """Benchmarks one (model, size, unroll): forward, and the runner's train step.
+    """Benchmarks one (model, size, unroll, dtype, remat): forward, and the runner's train step.
 
     The train step is the runner's own (`runner_step.runner_train_step`): forward,
     backward, gradient clipping, RMSProp and the health metrics, on a one-device mesh.
@@ -349,7 +359,7 @@ def benchmark_one(
     Returns:
       A row: compile seconds, Timing dicts, memory, images/s, FLOPs and FLOP/s.
     """
-    config = model_config(name, size, unroll)
+    config = model_config(name, size, unroll, dtype, remat)
     model = models.build_model(config)
     shape = (batch_size, size.image_size, size.image_size, size.num_channels)
     images = np.asarray(jax.random.randint(jax.random.PRNGKey(seed), shape, 0, size.num_levels))
@@ -381,6 +391,8 @@ def benchmark_one(
         "size": size.image_size,
         "data": size.name,
         "unroll": str(unroll),
+        "dtype": dtype,
+        "remat": remat,
         "batch_size": batch_size,
         "layers": config.num_layers,
         "hidden_dim": config.hidden_dim,
@@ -437,8 +449,11 @@ def benchmark_scan(
     time_budget_s: float | None = None,
     peak_gflops: float | None = None,
     log: Callable[[str], None] = print,
+    dtypes: Sequence[str] = ("float32",),
+    remats: Sequence[bool] = (False,),
 ) -> list[dict[str, Any]]:
-    """The scan suite: one row per (model, size, unroll); PixelCNN once per size.
+    """The scan suite: one row per (model, size, unroll, dtype, remat); PixelCNN once per
+    size, dtype and remat.
 
     Args:
       model_names: from MODEL_NAMES.
@@ -452,28 +467,35 @@ def benchmark_scan(
         skipped rather than run (a bound on the run time, not a deadline per row).
       peak_gflops: the matmul peak for the fraction-of-peak columns.
       log: progress lines.
+      dtypes: model compute dtypes ('float32', 'bfloat16').
+      remats: rematerialisation settings.
 
     Returns:
       Rows as `benchmark_one` returns them, plus {'skipped': reason} rows.
     """
     start = time.perf_counter()
     plan = [
-        (image_size, name, unroll)
+        (image_size, name, unroll, dtype, remat)
         for image_size in image_sizes
+        for dtype in dtypes
+        for remat in remats
         # The PixelCNN baseline first, so that a time budget never skips it.
         for name in sorted(model_names, key=lambda name: name != "pixelcnn")
         for unroll in (list(unrolls) if name in RECURRENT_MODELS else [1])
     ]
     rows = []
     # A progress bar on a terminal only (disable=None); the log lines say what each row got.
-    for image_size, name, unroll in tqdm.tqdm(plan, desc="scan suite", unit="row", disable=None):
+    bar = tqdm.tqdm(plan, desc="scan suite", unit="row", disable=None)
+    for image_size, name, unroll, dtype, remat in bar:
         size = SIZES[image_size]
         key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}
+        key.update(dtype=dtype, remat=remat)
+        variant = f"{name} {image_size} unroll={unroll} {dtype}" + (" remat" if remat else "")
         reason = skip_reason(name, size, unroll, max_unrolled_steps)
         if reason is None and time_budget_s and time.perf_counter() - start > time_budget_s:
             reason = "skipped: the run's time budget (--time_budget_s) was used up"
         if reason:
-            log(f"{name} {image_size} unroll={unroll}: {reason}")
+            log(f"{variant}: {reason}")
             rows.append({**key, "skipped": reason})
             continue
         row = benchmark_one(
@@ -483,10 +505,12 @@ def benchmark_scan(
             batch_size=batch_size or size.batch_size,
             repeats=repeats or {28: 5, 32: 3}.get(image_size, 2),
             peak_gflops=peak_gflops,
+            dtype=dtype,
+            remat=remat,
         )
         train_ms, forward_ms = row["train"]["median"] * 1e3, row["forward"]["median"] * 1e3
         log(
-            f"{name} {image_size} unroll={unroll}: train {train_ms:.1f} ms "
+            f"{variant}: train {train_ms:.1f} ms "
             f"({row['train_images_per_s']:.1f} img/s), forward {forward_ms:.1f} ms, "
             f"compile {row['train_compile_s']:.1f} s"
         )
@@ -530,6 +554,8 @@ SCAN_COLUMNS = (
     ("size", lambda r: f"{r['size']}x{r['size']}"),
     ("unroll", lambda r: r["unroll"]),
     ("batch", lambda r: str(r.get("batch_size", ""))),
+    ("dtype", lambda r: r.get("dtype", "float32")),
+    ("remat", lambda r: "yes" if r.get("remat") else "no"),
     ("compile s (train)", lambda r: f"{r['train_compile_s']:.1f}"),
     ("forward ms: median (min-max)", lambda r: _ms(r.get("forward"))),
     ("train step ms: median (min-max)", lambda r: _ms(r.get("train"))),

@@ -65,6 +65,15 @@ def get_config() -> ml_collections.ConfigDict:
     # many classes (mnist, cifar10, embedded_binarized_mnist): every layer adds a learned
     # embedding of the label to its input-to-state pre-activations (Gated PixelCNN style).
     config.model.num_classes = 0
+    # Compute dtype of every convolution and matmul: 'float32' or 'bfloat16' (the
+    # accelerators' fast path). Parameters and optimiser state stay float32 (checkpoints do
+    # not depend on it), and so do the LSTM cell states, the gate nonlinearities, the logits,
+    # the log-softmax and the likelihood. On a CPU bfloat16 is emulated: slower, not faster.
+    config.model.dtype = "float32"
+    # Rematerialisation: each body unit under nn.remat (jax.checkpoint) keeps only its input
+    # for the backward pass and recomputes the rest, trading compute for activation memory
+    # (see `python -m experiments.model_summary` for what fits). Same parameter tree.
+    config.model.remat = False
     # Multi-Scale PixelRNN only (model.name = 'multiscale', pixel_rnn_jax/multiscale.py);
     # ignored by the other models. The conditional network uses the model fields above.
     config.model.multiscale = ml_collections.ConfigDict()

@@ -42,6 +42,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     # 0: unconditional p(x). > 0: class-conditional p(x | y), y in [0, num_classes): every
     # body unit adds a learned embedding of the label to its input-to-state pre-activations.
     config.num_classes = 0
+    # Compute dtype of every convolution and matmul: 'float32' or 'bfloat16'. Parameters,
+    # optimiser state, LSTM states, logits and the likelihood stay float32.
+    config.dtype = "float32"
+    config.remat = False  # recompute each body unit in the backward pass (less memory)
     # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.
     config.multiscale = multiscale.default_multiscale_config()
     return config

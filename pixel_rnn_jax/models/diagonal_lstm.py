@@ -14,7 +14,7 @@ sweep runs in phases that skip the rows of a column that hold no pixel (`sweep_c
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -108,8 +108,9 @@ def diagonal_lstm_cell(
     Returns:
       (hidden, cell) at (i, j), each [..., hidden].
     """
-    gates = input_gates + layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
-    return lstm_cell(gates, left_cell)
+    state = layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
+    # Summed in float32 whatever the compute dtype, as in the sweep (see `lstm_cell`).
+    return lstm_cell(input_gates.astype(jnp.float32) + state.astype(jnp.float32), left_cell)
 
 
 def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
@@ -267,7 +268,7 @@ def sweep_columns(
     chex.assert_equal(num_columns, width + height - 1)
     hidden_dim = four_h // NUM_GATES
     valid = valid_columns(height, width)
-    hidden = cell = jnp.zeros((batch, height, hidden_dim), columns.dtype)
+    hidden = cell = jnp.zeros((batch, height, hidden_dim), jnp.float32)  # see lstm_cell
     outputs = []
     if num_phases is None:
         num_phases = default_num_phases(height, width, unroll)
@@ -363,6 +364,7 @@ class DiagonalBiLSTMLayer(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
     full_context: bool = False  # right-to-left direction also sees the image (see above)
+    dtype: Any = jnp.float32  # compute dtype of the convolutions and the state-to-state product
 
     @nn.compact
     def __call__(
@@ -390,6 +392,7 @@ class DiagonalBiLSTMLayer(nn.Module):
             "B",
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
+            dtype=self.dtype,
         )
         left_gates = input_to_state(name=LEFT_INPUT)(left_columns)
         right_gates = input_to_state(name=RIGHT_INPUT)(right_columns)
@@ -397,12 +400,12 @@ class DiagonalBiLSTMLayer(nn.Module):
             if context is None:
                 raise ValueError("full_context=True needs the image as `context`.")
             right_gates = right_gates + nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name=RIGHT_CONTEXT
+                NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype, name=RIGHT_CONTEXT
             )(to_columns(context[:, :, ::-1]))
         if conditioning is not None:
             # Unmasked 1x1s: the map holds no pixel of x.
             conditioning_1x1 = functools.partial(
-                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False
+                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype
             )
             left_gates = left_gates + conditioning_1x1(name=LEFT_CONDITIONING)(
                 to_columns(conditioning)
@@ -413,7 +416,9 @@ class DiagonalBiLSTMLayer(nn.Module):
         if labels_one_hot is not None:
             # The same at every pixel. Off the image the skewed gates then hold more than
             # the bias, which `sweep_columns` ignores all the same.
-            class_1x1 = functools.partial(nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False)
+            class_1x1 = functools.partial(
+                nn.Dense, NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype
+            )
             left_class = class_1x1(name=LEFT_CLASS_EMBEDDING)(labels_one_hot)  # [batch, 4h]
             right_class = class_1x1(name=RIGHT_CLASS_EMBEDDING)(labels_one_hot)
             left_gates = left_gates + left_class[None, :, None]  # [columns, batch, height, 4h]
@@ -427,7 +432,10 @@ class DiagonalBiLSTMLayer(nn.Module):
             (2, 2 * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden = bilstm_over_columns(left_gates, right_gates, state_kernels, width, self.unroll)
+        # The kernels in the compute dtype: the sweeps' state-to-state products run in it.
+        hidden = bilstm_over_columns(
+            left_gates, right_gates, state_kernels.astype(self.dtype), width, self.unroll
+        )
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
 
@@ -439,6 +447,7 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
         num_groups=model.num_channels,
         unroll=model.unroll,
         full_context=model.full_context,
+        dtype=model.dtype,
         parent=None,
     )
     return residual.recurrent_unit(model, KIND, index, layer)
@@ -499,7 +508,7 @@ def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
         # (the shift-down) and read as "above" by the next right-to-left sweep.
         "right_hidden": zeros(width, h),
         # Each layer's input along the current row, for the right-to-left sweep at its end.
-        "inputs": zeros(width, 2 * h),
+        "inputs": jnp.zeros((num_layers, batch, width, 2 * h), model.dtype),
     }
 
 
@@ -558,9 +567,10 @@ def _end_row(model, body_params, cache, image_row, conditioning_row):
     gates = gates + (bias[:, None, None] if bias.ndim == 2 else bias[:, :, None])
     if model.full_context:
         context = stack(lambda p: p["right_context"])  # [L, channels, 4h]
-        gates = gates + jnp.einsum("bwc,lco->lbwo", image_row, context)
+        gates = gates + jnp.einsum("bwc,lco->lbwo", image_row.astype(context.dtype), context)
     if conditioning_row is not None:
         kernels = stack(lambda p: p["right_conditioning"])  # [L, c, 4h]
+        conditioning_row = conditioning_row.astype(kernels.dtype)
         gates = gates + jnp.einsum("bwc,lco->lbwo", conditioning_row, kernels)
     state_kernels = stack(lambda p: p["state_kernels"][1])  # [L, 2h, 4h]
     cell_fn = jax.vmap(diagonal_lstm_cell)  # over layers

@@ -24,7 +24,10 @@ The model only: its likelihood split into the two parts is
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import linen as nn
@@ -101,6 +104,7 @@ class ConditioningNetwork(nn.Module):
     features: int  # c: features of the conditioning map
     factor: int  # f
     num_layers: int = 2  # unmasked 3x3 convolutions before the deconvolution
+    dtype: Any = jnp.float32  # compute dtype of the convolutions
 
     @nn.compact
     def __call__(self, small_inputs: jax.Array, height: int, width: int) -> jax.Array:
@@ -108,11 +112,14 @@ class ConditioningNetwork(nn.Module):
         x = small_inputs
         for index in range(self.num_layers):
             # s is known in full: no mask, and 'SAME' padding may read every neighbour.
-            x = nn.relu(nn.Conv(self.features, (3, 3), name=f"encoder_{index}")(x))
+            x = nn.Conv(self.features, (3, 3), dtype=self.dtype, name=f"encoder_{index}")(x)
+            x = nn.relu(x)
         f = self.factor
         # Stride f with an f x f kernel: every full-size pixel gets a learned function of its
         # offset (i % f, j % f) within the block of the small pixel (i // f, j // f).
-        x = nn.ConvTranspose(self.features, (f, f), strides=(f, f), padding="VALID", name="up")(x)
+        x = nn.ConvTranspose(
+            self.features, (f, f), strides=(f, f), padding="VALID", dtype=self.dtype, name="up"
+        )(x)
         return x[:, :height, :width]  # [batch, height, width, features]
 
 
@@ -126,7 +133,9 @@ class MultiScalePixelRNN(nn.Module):
     encoder_layers: int = 2  # unmasked 3x3 convolutions encoding s
 
     def setup(self):
-        self.encoder = ConditioningNetwork(self.cond_dim, self.factor, self.encoder_layers)
+        self.encoder = ConditioningNetwork(
+            self.cond_dim, self.factor, self.encoder_layers, dtype=self.conditional.dtype
+        )
 
     @property
     def num_levels(self) -> int:

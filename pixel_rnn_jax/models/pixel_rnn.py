@@ -10,10 +10,11 @@ the output stack. The stack's one-pixel evaluation for the cached sampler
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
@@ -63,6 +64,8 @@ class PixelRNN(nn.Module):
     use_residual: bool = True  # residual connections around body units
     use_skip: bool = True  # skip connections from every unit to the output
     num_classes: int = 0  # > 0: class-conditional, p(x | y) for labels y in [0, num_classes)
+    dtype: Any = jnp.float32  # compute dtype of convolutions and matmuls (params: float32)
+    remat: bool = False  # recompute each body unit in the backward pass (jax.checkpoint)
 
     def __call__(self, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Logits for integer `images` [batch, height, width, channels] in [0, num_levels).
@@ -102,7 +105,7 @@ class PixelRNN(nn.Module):
         groups = self.num_channels
         k = self.first_kernel_size
         x = layers.MaskedConv2D(
-            2 * self.hidden_dim, (k, k), "A", num_groups=groups, name=INPUT_CONV
+            2 * self.hidden_dim, (k, k), "A", num_groups=groups, dtype=self.dtype, name=INPUT_CONV
         )(inputs)
         make_unit = BODIES[self.name_in_registry].make_unit
         skips = []
@@ -112,11 +115,11 @@ class PixelRNN(nn.Module):
             )
             if self.use_skip:
                 skips.append(
-                    layers.masked_1x1(2 * self.hidden_dim, groups, name=skip_name(index))(x)
+                    layers.masked_1x1(2 * self.hidden_dim, groups, skip_name(index), self.dtype)(x)
                 )
         features = layers.sum_features(skips) if self.use_skip else x
         logits = layers.OutputStack(
-            self.num_channels, self.num_levels, self.output_dim, name=OUTPUT_STACK
+            self.num_channels, self.num_levels, self.output_dim, self.dtype, name=OUTPUT_STACK
         )(features)
         return logits
 
@@ -137,6 +140,7 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
         raise ValueError(
             f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}."
         )
+    dtype = layers.compute_dtype(config.dtype)
     if config.hidden_dim < config.num_channels or config.output_dim < config.num_channels:
         raise ValueError(
             f"hidden_dim ({config.hidden_dim}) and output_dim ({config.output_dim}) must be at "
@@ -156,6 +160,8 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
         use_residual=config.use_residual,
         use_skip=config.use_skip,
         num_classes=num_classes,
+        dtype=dtype,
+        remat=bool(config.remat),
     )
 
 
@@ -210,7 +216,7 @@ def pixel_logits(model, shell, body_params, cache, window, column, conditioning)
     else:
         features = outputs[-1]
     hidden = incremental.dense(shell["hidden"], nn.relu(features))
-    logits = incremental.dense(shell["logits"], nn.relu(hidden))
+    logits = incremental.dense(shell["logits"], nn.relu(hidden), out_dtype=jnp.float32)
     if model.num_levels != 2:
         logits = logits.reshape(window.shape[0], window.shape[-1], model.num_levels)
     return column_state, logits

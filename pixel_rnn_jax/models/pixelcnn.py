@@ -8,6 +8,8 @@ Autoregressive Models").
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -35,6 +37,7 @@ class PixelCNNBlock(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     kernel_size: int = 3  # spatial size of the middle convolution
     use_residual: bool = True  # add the block input to its output
+    dtype: Any = jnp.float32  # compute dtype of the convolutions
 
     @nn.compact
     def __call__(
@@ -49,32 +52,38 @@ class PixelCNNBlock(nn.Module):
         labels_one_hot: optional [batch, num_classes] class codes, whose learned embedding is
         added there too, the same at every pixel."""
         del context  # PixelCNN has no use for the full-context image
-        y = layers.masked_1x1(self.hidden_dim, self.num_groups, name=REDUCE)(nn.relu(x))
+        y = layers.masked_1x1(self.hidden_dim, self.num_groups, REDUCE, self.dtype)(nn.relu(x))
         y = layers.MaskedConv2D(
             self.hidden_dim,
             (self.kernel_size, self.kernel_size),
             "B",
             num_groups=self.num_groups,
+            dtype=self.dtype,
             name=CONV,
         )(nn.relu(y))
         if conditioning is not None:
             # The block's masked spatial map plays the LSTM input-to-state map's role; the
             # 1x1 is unmasked since the conditioning map holds no pixel of x.
-            y = y + nn.Dense(self.hidden_dim, use_bias=False, name=CONDITIONING)(conditioning)
+            y = y + nn.Dense(self.hidden_dim, use_bias=False, dtype=self.dtype, name=CONDITIONING)(
+                conditioning
+            )
         if labels_one_hot is not None:
-            class_bias = nn.Dense(self.hidden_dim, use_bias=False, name=CLASS_EMBEDDING)
+            class_bias = nn.Dense(
+                self.hidden_dim, use_bias=False, dtype=self.dtype, name=CLASS_EMBEDDING
+            )
             y = y + class_bias(labels_one_hot)[:, None, None]
-        y = layers.masked_1x1(x.shape[-1], self.num_groups, name=EXPAND)(nn.relu(y))
+        y = layers.masked_1x1(x.shape[-1], self.num_groups, EXPAND, self.dtype)(nn.relu(y))
         return x + y if self.use_residual else y
 
 
 def make_unit(model: nn.Module, index: int) -> nn.Module:
     """Block `index` of a PixelCNN `PixelRNN` (`pixelcnn_<index>`)."""
-    return PixelCNNBlock(
+    return residual.unit_class(model, PixelCNNBlock)(
         model.hidden_dim,
         num_groups=model.num_channels,
         kernel_size=model.recurrent_kernel_size,
         use_residual=model.use_residual,
+        dtype=model.dtype,
         name=residual.unit_name(KIND, index),
     )
 
@@ -104,7 +113,7 @@ def _prepare(
 
 def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
     k, h = model.recurrent_kernel_size, model.hidden_dim
-    zeros = lambda *shape: jnp.zeros((model.num_layers, batch, *shape), jnp.float32)
+    zeros = lambda *shape: jnp.zeros((model.num_layers, batch, *shape), model.dtype)
     padded_width = k // 2 + width + (k - 1) // 2  # the k x k convolution's zero columns
     # Each block's k x k convolution input, relu(reduce(relu(x))), as in Ramachandran et
     # al.'s queues: the k//2 rows above (read along the row), the current row (written),
@@ -131,7 +140,7 @@ def _pixel(model, body_params, cache, x, column, conditioning):
     above = jax.lax.dynamic_slice(
         cache["rows_above"], (0, 0, 0, column, 0), (num_layers, batch, half, k, h)
     )  # rows i - k//2 .. i - 1, columns j - k//2 .. j + (k - 1)//2
-    right = jnp.zeros((batch, k - half - 1, h), jnp.float32)  # masked: never read
+    right = jnp.zeros((batch, k - half - 1, h), model.dtype)  # masked: never read
     reduced_states, outputs = [], []
     for index, block in enumerate(body_params):
         reduced = nn.relu(incremental.dense(block["reduce"], nn.relu(x)))

@@ -9,7 +9,10 @@ checkpoint test (tests/test_legacy_checkpoints.py) if it would break saved runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from pixel_rnn_jax.nn import layers
@@ -23,6 +26,16 @@ def unit_name(kind: str, index: int) -> str:
     return f"{kind}_{index}"
 
 
+def unit_class(model: nn.Module, cls: type[nn.Module]) -> type[nn.Module]:
+    """`cls`, or `nn.remat(cls)` when the model rematerialises its units (`model.remat`).
+
+    Under `nn.remat` a unit keeps only its input for the backward pass and recomputes the
+    rest: activation memory per unit instead of per layer of intermediates. The parameter
+    tree does not change: names come from `name=`, not from the (renamed) class.
+    """
+    return nn.remat(cls) if model.remat else cls
+
+
 def residual(model: nn.Module, x: jax.Array, y: jax.Array) -> jax.Array:
     """A unit's output from its input `x` and body output `y`, as the model configures it."""
     return x + y if model.use_residual else y
@@ -34,6 +47,7 @@ class ResidualRecurrentUnit(nn.Module):
     layer: nn.Module  # maps [B, H, W, 2h] (and the context image) to [B, H, W, h]
     num_groups: int  # colour groups (3 for RGB)
     use_residual: bool = True  # add the unit input to its output
+    dtype: Any = jnp.float32  # compute dtype of the output 1x1
 
     @nn.compact
     def __call__(
@@ -44,7 +58,7 @@ class ResidualRecurrentUnit(nn.Module):
         labels_one_hot: jax.Array | None = None,
     ) -> jax.Array:
         y = self.layer(x, context, conditioning=conditioning, labels_one_hot=labels_one_hot)
-        y = layers.masked_1x1(x.shape[-1], self.num_groups, name=OUTPUT)(y)
+        y = layers.masked_1x1(x.shape[-1], self.num_groups, OUTPUT, self.dtype)(y)
         return x + y if self.use_residual else y
 
 
@@ -55,8 +69,8 @@ def recurrent_unit(model: nn.Module, kind: str, index: int, layer: nn.Module) ->
     `LAYER` (`row_lstm_0/layer/...` in the parameter tree); built in the model's scope it
     would sit at the top level instead.
     """
-    return ResidualRecurrentUnit(
-        layer, model.num_channels, model.use_residual, name=unit_name(kind, index)
+    return unit_class(model, ResidualRecurrentUnit)(
+        layer, model.num_channels, model.use_residual, model.dtype, name=unit_name(kind, index)
     )
 
 

@@ -8,6 +8,8 @@ context of a pixel is a triangle above it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -101,6 +103,7 @@ class RowLSTMLayer(nn.Module):
     num_groups: int = 1  # colour groups (3 for RGB)
     kernel_width: int = 3  # k of the k x 1 input-to-state and state-to-state convolutions
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
+    dtype: Any = jnp.float32  # compute dtype of the convolutions and the state-to-state product
 
     @nn.compact
     def __call__(
@@ -125,17 +128,18 @@ class RowLSTMLayer(nn.Module):
             "B",
             num_groups=self.num_groups,
             num_gates=NUM_GATES,
+            dtype=self.dtype,
             name=INPUT_TO_STATE,
         )(rows)
         if conditioning is not None:
             # Unmasked 1x1: the conditioning map holds no pixel of x, nothing can leak.
             input_gates = input_gates + nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name=CONDITIONING
+                NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype, name=CONDITIONING
             )(jnp.swapaxes(conditioning, 0, 1))
         if labels_one_hot is not None:
             # The same at every pixel: it holds no pixel of x, nothing can leak.
             class_gates = nn.Dense(
-                NUM_GATES * self.hidden_dim, use_bias=False, name=CLASS_EMBEDDING
+                NUM_GATES * self.hidden_dim, use_bias=False, dtype=self.dtype, name=CLASS_EMBEDDING
             )(labels_one_hot)
             input_gates = input_gates + class_gates[None, :, None]  # rows-first layout
         state_kernel = self.param(
@@ -144,7 +148,10 @@ class RowLSTMLayer(nn.Module):
             (self.kernel_width * self.hidden_dim, NUM_GATES * self.hidden_dim),
             jnp.float32,
         )
-        hidden_rows = lstm_recurrence(row_state_to_gates, state_kernel, input_gates, self.unroll)
+        # The kernel in the compute dtype: the sweep's state-to-state products run in it.
+        hidden_rows = lstm_recurrence(
+            row_state_to_gates, state_kernel.astype(self.dtype), input_gates, self.unroll
+        )
         hidden = jnp.swapaxes(hidden_rows, 0, 1)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
@@ -157,6 +164,7 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
         num_groups=model.num_channels,
         kernel_width=model.recurrent_kernel_size,
         unroll=model.unroll,
+        dtype=model.dtype,
         parent=None,
     )
     return residual.recurrent_unit(model, KIND, index, layer)
@@ -196,7 +204,7 @@ def _prepare(
 def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
     num_layers, h = model.num_layers, model.hidden_dim
     half = model.recurrent_kernel_size // 2
-    zeros = lambda *shape: jnp.zeros((num_layers, batch, *shape), jnp.float32)
+    zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((num_layers, batch, *shape), dtype)
     return {
         # Written along the current row; read (as the previous row) by `start_row`.
         "hidden": zeros(width, h),
@@ -204,9 +212,9 @@ def _init(model: nn.Module, batch: int, width: int) -> incremental.Cache:
         # Read along the current row: the previous row's cells and the state-to-state
         # pre-activations computed from its hidden states.
         "cell_above": zeros(width, h),
-        "state_gates": zeros(width, NUM_GATES * h),
+        "state_gates": zeros(width, NUM_GATES * h, dtype=model.dtype),
         # Each layer's input at the k//2 pixels left of the current one (zeros off the image).
-        "left_inputs": zeros(half, 2 * h),
+        "left_inputs": zeros(half, 2 * h, dtype=model.dtype),
     }
 
 
@@ -236,7 +244,8 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         input_gates = incremental.window_conv(window[:, None], layer["input_kernel"][None])
         input_gates = input_gates + layer["input_bias"]
         input_gates = incremental.add_conditioning(input_gates, conditioning, layer["conditioning"])
-        gates = input_gates + state_gates[index]
+        # Summed in float32, as in the sweep (`lstm_cell` module docstring).
+        gates = input_gates.astype(jnp.float32) + state_gates[index].astype(jnp.float32)
         hidden, cell = lstm_cell(gates, cell_above[index])
         hiddens.append(hidden)
         cells.append(cell)

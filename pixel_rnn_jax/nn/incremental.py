@@ -37,9 +37,23 @@ def masked_dense(params: Params, num_groups: int, num_gates: int = 1) -> Params:
     return {"kernel": kernel, "bias": params["bias"]}
 
 
-def dense(params: Params, x: jax.Array) -> jax.Array:
-    """`x [batch, in] @ kernel + bias` (a 1x1 convolution at one pixel)."""
-    return x @ params["kernel"] + params["bias"]
+def in_compute_dtype(params: Params, dtype) -> Params:
+    """Every floating array of prepared parameters cast to the model's compute dtype."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+    )
+
+
+def dense(params: Params, x: jax.Array, out_dtype=None) -> jax.Array:
+    """`x [batch, in] @ kernel + bias` (a 1x1 convolution at one pixel).
+
+    The product runs in the kernel's dtype; `out_dtype` (e.g. float32 logits from bfloat16
+    operands) accumulates and returns it in another.
+    """
+    kernel = params["kernel"]
+    out_dtype = out_dtype or kernel.dtype
+    y = jnp.matmul(x.astype(kernel.dtype), kernel, preferred_element_type=out_dtype)
+    return y + params["bias"].astype(out_dtype)
 
 
 def window_conv(window: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -55,7 +69,8 @@ def window_conv(window: jax.Array, kernel: jax.Array) -> jax.Array:
     """
     # One matmul over the flattened window: an einsum with three contracted axes made XLA
     # transpose the window and the kernel at every pixel.
-    return window.reshape(window.shape[0], -1) @ kernel.reshape(-1, kernel.shape[-1])
+    flat = window.reshape(window.shape[0], -1).astype(kernel.dtype)
+    return flat @ kernel.reshape(-1, kernel.shape[-1])
 
 
 def at_column(x: jax.Array, column: jax.Array, axis: int) -> jax.Array:
@@ -83,7 +98,7 @@ def add_conditioning(pre_activation, conditioning, kernel):
     """Adds `conditioning @ kernel` as the layers' `nn.Dense(use_bias=False)` does."""
     if conditioning is None:
         return pre_activation
-    return pre_activation + conditioning @ kernel
+    return pre_activation + conditioning.astype(kernel.dtype) @ kernel
 
 
 def stack_layers(**per_layer: list[jax.Array]) -> Cache:

@@ -5,7 +5,9 @@ Shapes follow `[batch, height, width, features]` throughout.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax
@@ -16,6 +18,17 @@ from flax import linen as nn
 from pixel_rnn_jax.nn import masks
 
 default_kernel_init = nn.initializers.lecun_normal()
+
+# `config.model.dtype` values: the compute dtype of every convolution and matmul. Parameters
+# (and so the optimiser state) are float32 whatever it is.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+    """The jnp dtype of a `config.model.dtype` name; ValueError for any other name."""
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}; got {name!r}.")
+    return DTYPES[name]
 
 
 def validate_images(images: jax.Array, num_channels: int, num_levels: int) -> None:
@@ -107,6 +120,9 @@ class MaskedConv2D(nn.Module):
     num_groups: int = 1  # colour groups: 3 for RGB, 1 for greyscale
     num_gates: int = 1  # >1: output is num_gates blocks of features // num_gates units
     use_bias: bool = True
+    dtype: Any = jnp.float32  # compute dtype of the product (the kernel stays float32)
+    # Output dtype when it differs from `dtype` (the logits: float32 from bfloat16 operands).
+    out_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -124,13 +140,19 @@ class MaskedConv2D(nn.Module):
             # Kernel positions that the mask zeroes for every feature pair add nothing:
             # a causal mask drops about half of them (1x3 mask B: 1 of 3, 7x7 mask A: 24).
             taps = [(a, b) for a, b in taps if mask[a, b].any()]
-        y = conv_as_matmul(x, kernel, taps)
+        out_dtype = self.out_dtype or self.dtype
+        y = conv_as_matmul(
+            x.astype(self.dtype), kernel.astype(self.dtype), taps, out_dtype=out_dtype
+        )
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(out_dtype)
         return y
 
 
-def conv_as_matmul(x: jax.Array, kernel: jax.Array, taps: Sequence[tuple[int, int]]) -> jax.Array:
+def conv_as_matmul(
+    x: jax.Array, kernel: jax.Array, taps: Sequence[tuple[int, int]], out_dtype=None
+) -> jax.Array:
     """A stride-1 convolution centred at `(kh // 2, kw // 2)`, as one matmul over `taps`.
 
     Stacks the shifted input of every listed kernel position along the features (im2col)
@@ -142,40 +164,83 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, taps: Sequence[tuple[int, in
       x: [batch, height, width, in_features].
       kernel: [kh, kw, in_features, out_features].
       taps: the kernel positions (a, b) to use; the others must be zero (or unwanted).
+      out_dtype: see `matmul_2d`.
 
     Returns:
       [batch, height, width, out_features], zero padding outside the image.
     """
     kh, kw = kernel.shape[:2]
     if (kh, kw) == (1, 1):
-        return matmul_2d(x, kernel[0, 0])
+        return matmul_2d(x, kernel[0, 0], out_dtype)
     height, width = x.shape[1:3]
     padded = jnp.pad(x, ((0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
     # [batch, height, width, len(taps) * in_features], tap-major like the kernel rows below.
     patches = jnp.concatenate([padded[:, a : a + height, b : b + width] for a, b in taps], -1)
-    return matmul_2d(patches, jnp.concatenate([kernel[a, b] for a, b in taps], axis=0))
+    return matmul_2d(patches, jnp.concatenate([kernel[a, b] for a, b in taps], axis=0), out_dtype)
 
 
-def matmul_2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def matmul_2d(x: jax.Array, kernel: jax.Array, out_dtype=None) -> jax.Array:
     """`x @ kernel` over the last axis, computed as one `[positions, in] @ [in, out]` matmul.
 
     The same values as `x @ kernel`, but the leading axes are flattened first, so the kernel
     gradient is a dot with ONE contracting axis. With several (batch, height, width) XLA:CPU
     emitted a slower dot plus a transposing copy (measured in WORKSPACE_NOTES.md).
 
+    The product runs in the kernel's dtype (the compute dtype): `x` is cast to it.
+
     Args:
       x: [..., in_features].
       kernel: [in_features, out_features].
+      out_dtype: None: the kernel's dtype. float32 with a bfloat16 kernel: the product
+        accumulated and returned in float32, with bfloat16 products in its gradient too
+        (`_mixed_matmul`); the logits use it.
 
     Returns:
       [..., out_features].
     """
-    return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+    flat = x.reshape(-1, x.shape[-1]).astype(kernel.dtype)
+    if out_dtype is None or jnp.dtype(out_dtype) == kernel.dtype:
+        y = flat @ kernel
+    else:
+        y = _mixed_matmul(flat, kernel, jnp.dtype(out_dtype))
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
-def masked_1x1(features: int, num_groups: int, name: str | None = None) -> MaskedConv2D:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _mixed_matmul(x: jax.Array, kernel: jax.Array, out_dtype) -> jax.Array:
+    """`x @ kernel` of low-precision operands, accumulated and returned in `out_dtype`.
+
+    Autodiff of `preferred_element_type` would differentiate with an `out_dtype` cotangent
+    against a low-precision operand (a mixed-dtype product, upcast to float32); here the
+    cotangent is rounded to the operands' dtype once and both gradient products run in it;
+    the kernel gradient is accumulated in `out_dtype`, then rounded to the kernel's dtype
+    like every other parameter gradient of a bfloat16 model.
+    """
+    return jnp.matmul(x, kernel, preferred_element_type=out_dtype)
+
+
+def _mixed_matmul_fwd(x, kernel, out_dtype):
+    return _mixed_matmul(x, kernel, out_dtype), (x, kernel)
+
+
+def _mixed_matmul_bwd(out_dtype, residuals, d_out):
+    x, kernel = residuals
+    d_out = d_out.astype(kernel.dtype)
+    d_x = jnp.matmul(d_out, kernel.T)
+    d_kernel = jnp.matmul(x.T, d_out, preferred_element_type=out_dtype).astype(kernel.dtype)
+    return d_x, d_kernel
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
+def masked_1x1(
+    features: int, num_groups: int, name: str | None = None, dtype=jnp.float32, out_dtype=None
+) -> MaskedConv2D:
     """A mask-B 1x1 convolution: mixes features within a pixel, respecting colour order."""
-    return MaskedConv2D(features, (1, 1), "B", num_groups=num_groups, name=name)
+    return MaskedConv2D(
+        features, (1, 1), "B", num_groups=num_groups, dtype=dtype, out_dtype=out_dtype, name=name
+    )
 
 
 OUTPUT_HIDDEN = "hidden"  # OutputStack's first mask-B 1x1 (to output_dim features)
@@ -193,6 +258,7 @@ class OutputStack(nn.Module):
     num_channels: int  # 1 (greyscale) or 3 (RGB)
     num_levels: int  # 2: one Bernoulli logit per channel; otherwise one logit per level
     output_dim: int  # features of the hidden 1x1 layer
+    dtype: Any = jnp.float32  # compute dtype of both 1x1s; the logits are float32 always
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -204,10 +270,15 @@ class OutputStack(nn.Module):
         """
         logits_per_channel = 1 if self.num_levels == 2 else self.num_levels
         x = nn.relu(x)
-        x = masked_1x1(self.output_dim, self.num_channels, name=OUTPUT_HIDDEN)(x)
+        x = masked_1x1(self.output_dim, self.num_channels, OUTPUT_HIDDEN, self.dtype)(x)
         x = nn.relu(x)
+        # float32 logits: the log-softmax and the likelihood must not see bfloat16 rounding.
         x = masked_1x1(
-            self.num_channels * logits_per_channel, self.num_channels, name=OUTPUT_LOGITS
+            self.num_channels * logits_per_channel,
+            self.num_channels,
+            OUTPUT_LOGITS,
+            self.dtype,
+            out_dtype=jnp.float32,
         )(x)
         if self.num_levels == 2:
             return x

@@ -11,6 +11,12 @@ The per-step work is then written for XLA:CPU, where a sweep step is a handful o
 kernels: one activation expression for all four gates (`gate_activations`), and a backward
 sweep that carries the cell state instead of reading a shifted copy of all cells. The
 measured effect of each is in WORKSPACE_NOTES.md ("Scan vs unrolled benchmark").
+
+Mixed precision: the state-to-state products run in the dtype of the kernel handed to the
+sweep (bfloat16 when the layer casts it), the input gates may be bfloat16 too; the gate
+pre-activations are summed, the gate nonlinearities and the cell and hidden states computed,
+and the backward sweep's carried gradients accumulated, in float32 (a bfloat16 cell state
+drifts over hundreds of steps).
 """
 
 from __future__ import annotations
@@ -70,10 +76,10 @@ def lstm_recurrence(
       unroll: see `recurrence.parse_unroll`; used by both sweeps.
 
     Returns:
-      hidden states [T, ..., hidden].
+      float32 hidden states [T, ..., hidden].
     """
     hidden_dim = input_gates.shape[-1] // NUM_GATES
-    zeros = jnp.zeros((*input_gates.shape[1:-1], hidden_dim), input_gates.dtype)
+    zeros = jnp.zeros((*input_gates.shape[1:-1], hidden_dim), jnp.float32)
     hiddens, _, _ = lstm_sweep(state_to_gates, state_kernel, input_gates, zeros, zeros, unroll)
     return hiddens
 
@@ -98,10 +104,12 @@ def lstm_sweep(
 
     Args:
       state_to_gates: as in `lstm_recurrence` (static).
-      state_kernel: the kernel passed to `state_to_gates`.
-      input_gates: [T, ..., 4 * hidden] input-to-state pre-activations, time first.
-      initial_hidden: [..., hidden], the state that enters step 0.
-      initial_cell: [..., hidden].
+      state_kernel: the kernel passed to `state_to_gates`; its dtype is the compute dtype of
+        the state-to-state products (the hidden states are cast to it for them).
+      input_gates: [T, ..., 4 * hidden] input-to-state pre-activations, time first (any
+        float dtype; their gradient comes back in it).
+      initial_hidden: float32 [..., hidden], the state that enters step 0.
+      initial_cell: float32 [..., hidden].
       unroll: see `recurrence.parse_unroll`; used by both sweeps (static).
       input_mask: optional booleans broadcastable to `input_gates`; where False the input
         gates count as zero (and get zero gradient). The forward sweep applies it to each
@@ -135,6 +143,12 @@ def _gate_slope(hidden_dim: int) -> jax.Array:
     return jnp.repeat(jnp.array([0.5, 0.5, 0.5, 1.0], jnp.float32), hidden_dim)
 
 
+def _pre_activations(state_to_gates, state_kernel, x, hidden):
+    """float32 `x + state_to_gates(kernel, hidden)`, the product in the kernel's dtype."""
+    state = state_to_gates(state_kernel, hidden.astype(state_kernel.dtype))
+    return x.astype(jnp.float32) + state.astype(jnp.float32)
+
+
 def _forward(state_to_gates, state_kernel, input_gates, hidden0, cell0, unroll, input_mask):
     """The forward sweep; returns (outputs, residuals for `_backward`)."""
     xs = input_gates if input_mask is None else (input_gates, input_mask)
@@ -144,7 +158,7 @@ def _forward(state_to_gates, state_kernel, input_gates, hidden0, cell0, unroll, 
         if input_mask is not None:
             x, mask = x
             x = jnp.where(mask, x, 0.0)
-        acts = gate_activations(x + state_to_gates(state_kernel, hidden))
+        acts = gate_activations(_pre_activations(state_to_gates, state_kernel, x, hidden))
         hidden, new_cell = _update_from_activations(acts, cell)
         # The cell that entered the step is what the backward sweep needs for d f.
         return (hidden, new_cell), (hidden, cell, acts)
@@ -152,16 +166,22 @@ def _forward(state_to_gates, state_kernel, input_gates, hidden0, cell0, unroll, 
     (last_hidden, last_cell), (hiddens, prev_cells, acts) = recurrence.run_recurrence(
         step, (hidden0, cell0), xs, unroll
     )
+    # A scalar of the input gates' dtype: their gradient is returned in it.
+    input_dtype = jnp.zeros((), input_gates.dtype)
     residuals = (state_kernel, hidden0, hiddens, prev_cells, acts, last_cell, input_mask)
-    return (hiddens, last_hidden, last_cell), residuals
+    return (hiddens, last_hidden, last_cell), (*residuals, input_dtype)
 
 
 def _backward(state_to_gates, unroll, residuals, cotangents):
     """Reverse sweep: cotangents of (kernel, input gates, initial hidden, initial cell, mask)."""
-    state_kernel, hidden0, hiddens, prev_cells, acts, last_cell, input_mask = residuals
+    state_kernel, hidden0, hiddens, prev_cells, acts, last_cell, input_mask, input_dtype = residuals
     d_hiddens, d_last_hidden, d_last_cell = cotangents
     slope = _gate_slope(hidden0.shape[-1])
-    transpose_state = jax.linear_transpose(functools.partial(state_to_gates, state_kernel), hidden0)
+    # The products of the sweep run in the kernel's (compute) dtype, the carries in float32.
+    compute = state_kernel.dtype
+    transpose_state = jax.linear_transpose(
+        functools.partial(state_to_gates, state_kernel), hidden0.astype(compute)
+    )
 
     def step(carry, x):
         # Gradients flowing back from step t + 1, and the cell state step t produced (the
@@ -176,9 +196,9 @@ def _backward(state_to_gates, unroll, residuals, cotangents):
             [d_hidden * tanh_cell, d_cell * prev_cell, d_cell * g, d_cell * i], axis=-1
         )
         # The derivative of `gate_activations`, from its output (see there).
-        d_gates = d_acts * (1.0 - act) * (act + 2.0 * slope - 1.0)
+        d_gates = (d_acts * (1.0 - act) * (act + 2.0 * slope - 1.0)).astype(compute)
         (d_prev_hidden,) = transpose_state(d_gates)
-        return (d_prev_hidden, d_cell * f, prev_cell), d_gates
+        return (d_prev_hidden.astype(d_hidden.dtype), d_cell * f, prev_cell), d_gates
 
     xs = (d_hiddens, prev_cells, acts)
     (d_hidden0, d_cell0, _), d_gates = recurrence.run_recurrence(
@@ -186,12 +206,12 @@ def _backward(state_to_gates, unroll, residuals, cotangents):
     )
     # The kernel gradient needs no recurrence: one product over all steps at once, with the
     # steps folded into the batch axis so that it is a single two-dimensional matmul.
-    prev_hiddens = jnp.concatenate([hidden0[None], hiddens[:-1]])
+    prev_hiddens = jnp.concatenate([hidden0[None], hiddens[:-1]]).astype(compute)
     folded = prev_hiddens.reshape(-1, *prev_hiddens.shape[2:])
     _, kernel_vjp = jax.vjp(lambda k: state_to_gates(k, folded), state_kernel)
     (d_kernel,) = kernel_vjp(d_gates.reshape(-1, *d_gates.shape[2:]))
     d_input = d_gates if input_mask is None else jnp.where(input_mask, d_gates, 0.0)
-    return d_kernel, d_input, d_hidden0, d_cell0, None
+    return d_kernel, d_input.astype(input_dtype.dtype), d_hidden0, d_cell0, None
 
 
 lstm_sweep.defvjp(_forward, _backward)

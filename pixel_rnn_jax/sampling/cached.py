@@ -80,10 +80,13 @@ def run_incremental(
     """
     params = variables["params"]
     body = CACHED_BODIES[model.name_in_registry]
-    shell = pixel_rnn.prepare_shell(model, params)
+    # The walk computes in the model's dtype, as the Linen model does (states, logits float32).
+    shell = incremental.in_compute_dtype(pixel_rnn.prepare_shell(model, params), model.dtype)
     batch, height, width, channels = images.shape
     layers.validate_labels(labels, batch, model.num_classes)
-    body_params = body.prepare(model, params, layers.one_hot_labels(labels, model.num_classes))
+    body_params = incremental.in_compute_dtype(
+        body.prepare(model, params, layers.one_hot_labels(labels, model.num_classes)), model.dtype
+    )
     if conditioning is not None:
         if conditioning.shape[:3] != (batch, height, width):
             raise ValueError(
