@@ -61,7 +61,10 @@ def runner_train_step(
     state = jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(
         jax.random.PRNGKey(seed)
     )
-    batch = parallel.shard_batch({"image": np.asarray(images, np.int32)}, mesh)
+    host_batch = {"image": np.asarray(images, np.int32)}
+    if getattr(model, "num_classes", 0):  # class-conditional: labels 0, 1, 2, ... in turn
+        host_batch["label"] = np.arange(len(images), dtype=np.int32) % model.num_classes
+    batch = parallel.shard_batch(host_batch, mesh)
     key = parallel.replicate(jax.random.PRNGKey(seed + 1), mesh)
     return train.make_train_step(model, tx, num_levels, mesh), state, batch, key
 
@@ -102,5 +105,9 @@ def abstract_runner_train_step(
             tuple(batch_shape), np.int32, sharding=parallel.batch_sharding(mesh)
         )
     }
+    if getattr(model, "num_classes", 0):  # class-conditional: the labels [global_batch]
+        batch["label"] = jax.ShapeDtypeStruct(
+            (batch_shape[0],), np.int32, sharding=parallel.batch_sharding(mesh)
+        )
     key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=replicated)
     return train.make_train_step(model, tx, num_levels, mesh), state, batch, key

@@ -32,7 +32,7 @@ def _conditioning_map(model, variables, images):
 
 # `first` and `temperature` are traced so that completions of any length reuse one program.
 @functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional(model, variables, rng, images, positions, first, temperature, labels):
+def _sample_conditional(model, variables, rng, images, positions, first, temperature, labels=None):
     """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
     _, height, width, channels = images.shape
     conditioning = _conditioning_map(model, variables, images)
@@ -57,7 +57,7 @@ def _sample_conditional(model, variables, rng, images, positions, first, tempera
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _sample_conditional_cached(model, variables, rng, images, start, temperature, labels):
+def _sample_conditional_cached(model, variables, rng, images, start, temperature, labels=None):
     """`_sample_conditional` by `cached.run_incremental` over the conditional network.
 
     Every position is walked (that fills the caches); positions on the grid or before
