@@ -63,7 +63,7 @@ def _programs(name: str, dtype: str):
             (
                 "conditional sampler",
                 multiscale_sampling._sample_conditional_cached,
-                (model, variables, *sampler_args),
+                (model, variables, *sampler_args, None),  # labels: an unconditional model
             )
         )
     else:
