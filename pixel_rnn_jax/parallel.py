@@ -32,6 +32,25 @@ from pixel_rnn_jax.errors import DistributedSetupError
 
 DATA_AXIS = "data"
 
+# XLA options for the programs compiled on each platform. On CPU: LLVM at -O1 instead of
+# XLA's default -O3. The heavy products run in library kernels either way; what LLVM
+# compiles are the elementwise fusions and the loop bodies, and for this model family those
+# ran faster at -O1 and compiled sooner (measured in WORKSPACE_NOTES.md, "CPU speed").
+PLATFORM_COMPILER_OPTIONS: dict[str, dict[str, Any]] = {
+    "cpu": {"xla_backend_optimization_level": 1},
+}
+
+
+def compiler_options(platform: str) -> dict[str, Any] | None:
+    """`jax.jit(..., compiler_options=)` for programs on `platform` ('cpu', 'gpu', 'tpu')."""
+    options = PLATFORM_COMPILER_OPTIONS.get(platform)
+    return dict(options) if options else None
+
+
+def mesh_compiler_options(mesh: Mesh) -> dict[str, Any] | None:
+    """`compiler_options` for the platform of `mesh`'s devices."""
+    return compiler_options(mesh.devices.flat[0].platform)
+
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
     """Returns a mesh with one axis, `DATA_AXIS`, over `devices` (default: all, all processes)."""
@@ -95,12 +114,14 @@ def data_parallel(
       donate_argnums: arguments whose buffers the step may reuse (the train state).
 
     Returns:
-      The jitted global function.
+      The jitted global function, compiled with `mesh_compiler_options(mesh)`.
     """
     mapped = jax.shard_map(
         per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
-    return jax.jit(mapped, donate_argnums=donate_argnums)
+    return jax.jit(
+        mapped, donate_argnums=donate_argnums, compiler_options=mesh_compiler_options(mesh)
+    )
 
 
 # JAX itself reads only JAX_COORDINATOR_ADDRESS (and finds everything on Cloud TPU, SLURM and

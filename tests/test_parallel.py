@@ -204,3 +204,52 @@ def test_bad_distributed_settings_fail_before_jax_is_touched(monkeypatch):
 
 if __name__ == "__main__":
     print(json.dumps(_run_checks()))
+
+
+def test_cpu_programs_get_their_compiler_options_and_keep_their_numbers(monkeypatch):
+    """The runner's CPU options (LLVM -O1) reach the jitted step and change no result."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    from pixel_rnn_jax.nn import lstm_cell
+    from pixel_rnn_jax.nn.lstm_cell import NUM_GATES
+
+    assert parallel.compiler_options("cpu") == {"xla_backend_optimization_level": 1}
+    assert parallel.compiler_options("gpu") is None and parallel.compiler_options("tpu") is None
+
+    def state_to_gates(kernel, hidden):
+        return hidden @ kernel
+
+    def loss_and_grad(kernel, gates):
+        def loss(kernel, gates):
+            hidden = lstm_cell.lstm_recurrence(state_to_gates, kernel, gates)
+            return jnp.sum(jnp.tanh(hidden) ** 2)
+
+        return jax.value_and_grad(loss, argnums=(0, 1))(kernel, gates)
+
+    rng = np.random.default_rng(0)
+    kernel = jnp.asarray(rng.normal(size=(8, NUM_GATES * 8)), jnp.float32)
+    gates = jnp.asarray(rng.normal(size=(12, 4, NUM_GATES * 8)), jnp.float32)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    jit_options = []
+    real_jit = jax.jit
+
+    def recording_jit(fn, **kwargs):
+        jit_options.append(kwargs.get("compiler_options"))
+        return real_jit(fn, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", recording_jit)
+    stepped = parallel.data_parallel(
+        loss_and_grad, mesh, in_specs=(P(), P(None, parallel.DATA_AXIS)), out_specs=P()
+    )
+    monkeypatch.undo()
+    assert jit_options == [{"xla_backend_optimization_level": 1}]
+    (value, grads), (plain_value, plain_grads) = (
+        stepped(kernel, gates),
+        jax.jit(loss_and_grad)(kernel, gates),
+    )
+    np.testing.assert_allclose(value, plain_value, rtol=1e-6)
+    for got, want in zip(grads, plain_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

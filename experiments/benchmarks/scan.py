@@ -34,7 +34,7 @@ import numpy as np
 import tqdm
 
 from experiments.benchmarks import runner_step
-from pixel_rnn_jax import models
+from pixel_rnn_jax import models, parallel
 from pixel_rnn_jax.nn import masks, recurrence
 from pixel_rnn_jax.nn.lstm_cell import NUM_GATES
 
@@ -368,7 +368,12 @@ def benchmark_one(
     )
     params = train_state.params
 
-    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    # Compiled as the runner's steps are (`parallel.data_parallel`), so that the ratio of
+    # train step to forward compares programs built alike.
+    forward = jax.jit(
+        lambda p, x: model.apply({"params": p}, x),
+        compiler_options=parallel.compiler_options(jax.default_backend()),
+    )
     forward_compiled, forward_compile_s = compile_timed(forward, params, batch["image"])
     forward_timing = time_calls(lambda: forward_compiled(params, batch["image"]), repeats, warmup)
 
