@@ -55,4 +55,6 @@ def test_the_command_needs_exactly_one_kind_of_variant():
         timeout=120,
     )
     assert result.returncode != 0
-    assert "exactly one of --base=REVISION or --compiler_options=JSON" in result.stderr
+    assert (
+        "exactly one of --base=REVISION, --compiler_options=JSON or --row_one_scan" in result.stderr
+    )
