@@ -24,7 +24,7 @@ def test_summary_is_relative_to_the_first_variant():
 
 def test_compiler_option_variants_run_the_same_step():
     variants = ab.compiler_option_variants(
-        "row_lstm", TINY, {"default": None, "O1": {"xla_backend_optimization_level": 1}}
+        "pixelcnn", TINY, {"default": None, "O1": {"xla_backend_optimization_level": 1}}
     )
     assert [v.name for v in variants] == ["default", "O1"]
     assert variants[0].first_loss == pytest.approx(variants[1].first_loss, rel=1e-6)

@@ -307,21 +307,19 @@ def run_case(case: Case) -> dict[str, Any]:
         unroll=case.unroll,
     )
     model = models.build_model(model_config)
-    tx = runner_step.optimizer()
     shape = (case.image_size, case.image_size, 1)
-    init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=shape)
-    host_state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 2, (case.batch_size, *shape)).astype(np.uint8)
-    key = jax.random.PRNGKey(1)
 
     if case.method == "shard_map":
-        mesh = parallel.make_mesh(devices)
-        step = train.make_train_step(model, tx, 2, mesh)
-        state = parallel.replicate(host_state, mesh)
-        batch = parallel.shard_batch({"image": images}, mesh)
-        key = parallel.replicate(key, mesh)
+        # The runner's own step, placed on the mesh as the runner places it.
+        step, state, batch, key = runner_step.runner_train_step(model, 2, images, devices=devices)
     else:
+        # The same per-device step under jax.pmap, which needs its own placement.
+        tx = runner_step.optimizer()
+        init = functools.partial(train.init_train_state, model=model, tx=tx, image_shape=shape)
+        host_state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
+        key = jax.random.PRNGKey(1)
         n = case.num_devices
         per_device = functools.partial(train.train_step, model=model, tx=tx, num_levels=2)
         step = jax.pmap(
