@@ -9,6 +9,14 @@ import os
 import tempfile
 
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="pixel_rnn_jax_tfds_"))
+# One persistent compilation cache for the whole session: the xdist workers and every child
+# process inherit this environment, and many test files compile the same tiny programs.
+# Tests that need a cold compile drop JAX_COMPILATION_CACHE_DIR from their child's
+# environment; `compilation_cache` below gives a module its own.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="pixel_rnn_jax_xla_cache_")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402 - after TFDS_DATA_DIR is set
 import pytest  # noqa: E402
