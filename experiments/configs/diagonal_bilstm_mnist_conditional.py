@@ -22,17 +22,9 @@ unconditional Diagonal BiLSTM. Measured conditional vs unconditional NLLs: WORKS
 "Class-conditional models (issue 14)".
 """
 
-from experiments.configs import diagonal_bilstm_mnist
+from experiments.configs import base, diagonal_bilstm_mnist
 
 
 def get_config():
     """Returns the locked config."""
-    config = diagonal_bilstm_mnist.get_config()
-    config.data.name = "mnist"  # labelled; binarized at load (binarized_mnist has no labels)
-    config.model.num_classes = 10  # the ten digits
-    config.train.num_samples = 100  # sample grids: one row of 10 per class
-    config.paper_result = (
-        "no class-conditional PixelRNN number is published; unconditional Diagonal BiLSTM "
-        "7 layers h=16, binarized MNIST: 79.20 nats/image test NLL (paper)"
-    )
-    return config
+    return base.make_class_conditional(diagonal_bilstm_mnist.get_config())

@@ -22,17 +22,9 @@ unconditional Row LSTM. Measured conditional vs unconditional NLLs: WORKSPACE_NO
 "Class-conditional models (issue 14)".
 """
 
-from experiments.configs import row_lstm_mnist
+from experiments.configs import base, row_lstm_mnist
 
 
 def get_config():
     """Returns the locked config."""
-    config = row_lstm_mnist.get_config()
-    config.data.name = "mnist"  # labelled; binarized at load (binarized_mnist has no labels)
-    config.model.num_classes = 10  # the ten digits
-    config.train.num_samples = 100  # sample grids: one row of 10 per class
-    config.paper_result = (
-        "no class-conditional PixelRNN number is published; unconditional Row LSTM, "
-        "binarized MNIST: 80.54 nats/image test NLL (paper, unconfirmed)"
-    )
-    return config
+    return base.make_class_conditional(row_lstm_mnist.get_config())
