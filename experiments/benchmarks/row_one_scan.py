@@ -25,17 +25,14 @@ import numpy as np
 from experiments.benchmarks import ab, scan
 from pixel_rnn_jax import likelihood, models, parallel
 from pixel_rnn_jax.models import pixel_rnn, residual, row_lstm
-from pixel_rnn_jax.nn import layers, masks
+from pixel_rnn_jax.nn import layers
 from pixel_rnn_jax.nn.lstm_cell import NUM_GATES, lstm_cell
 
 
 def _masked(conv_params, mask_type: str, num_groups: int, num_gates: int = 1):
     """(masked kernel [kh, kw, in, out], the taps the mask keeps, bias) of a MaskedConv2D."""
-    kernel = conv_params["kernel"]
-    mask = masks.kernel_mask(kernel.shape, mask_type, num_groups, num_gates)
-    kh, kw = kernel.shape[:2]
-    taps = [(a, b) for a in range(kh) for b in range(kw) if mask[a, b].any()]
-    return kernel * jnp.asarray(mask), taps, conv_params["bias"]
+    kernel, taps = layers.masked_kernel(conv_params["kernel"], mask_type, num_groups, num_gates)
+    return kernel, taps, conv_params["bias"]
 
 
 def _conv(x, conv_params, mask_type, num_groups, num_gates=1):

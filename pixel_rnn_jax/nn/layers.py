@@ -133,13 +133,7 @@ class MaskedConv2D(nn.Module):
         kernel = self.param(
             "kernel", default_kernel_init, (kh, kw, in_features, self.features), jnp.float32
         )
-        taps = [(a, b) for a in range(kh) for b in range(kw)]
-        if self.mask_type is not None:
-            mask = masks.kernel_mask(kernel.shape, self.mask_type, self.num_groups, self.num_gates)
-            kernel = kernel * jnp.asarray(mask)
-            # Kernel positions that the mask zeroes for every feature pair add nothing:
-            # a causal mask drops about half of them (1x3 mask B: 1 of 3, 7x7 mask A: 24).
-            taps = [(a, b) for a, b in taps if mask[a, b].any()]
+        kernel, taps = masked_kernel(kernel, self.mask_type, self.num_groups, self.num_gates)
         out_dtype = self.out_dtype or self.dtype
         y = conv_as_matmul(
             x.astype(self.dtype), kernel.astype(self.dtype), taps, out_dtype=out_dtype
@@ -148,6 +142,30 @@ class MaskedConv2D(nn.Module):
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = y + bias.astype(out_dtype)
         return y
+
+
+def masked_kernel(
+    kernel: jax.Array, mask_type: str | None, num_groups: int = 1, num_gates: int = 1
+) -> tuple[jax.Array, list[tuple[int, int]]]:
+    """A convolution kernel times its causal mask, and the kernel positions the mask keeps.
+
+    Args:
+      kernel: [kh, kw, in_features, out_features].
+      mask_type: 'A', 'B', or None (unmasked: every position kept).
+      num_groups, num_gates: see `MaskedConv2D`.
+
+    Returns:
+      (masked kernel, taps): taps are the (a, b) positions with any nonzero entry, for
+      `conv_as_matmul`.
+    """
+    kh, kw = kernel.shape[:2]
+    taps = [(a, b) for a in range(kh) for b in range(kw)]
+    if mask_type is None:
+        return kernel, taps
+    mask = masks.kernel_mask(kernel.shape, mask_type, num_groups, num_gates)
+    # Kernel positions that the mask zeroes for every feature pair add nothing: a causal
+    # mask drops about half of them (1x3 mask B: 1 of 3, 7x7 mask A: 24).
+    return kernel * jnp.asarray(mask), [(a, b) for a, b in taps if mask[a, b].any()]
 
 
 def conv_as_matmul(
