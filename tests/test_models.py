@@ -13,6 +13,13 @@ from pixel_rnn_jax import likelihood, models
 
 MODEL_NAMES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 COLOUR_MODES = ((1, 2), (3, 256))  # (channels, levels): binarized greyscale, 8-bit RGB
+# (model, full_context): every body wiring, the Diagonal BiLSTM with and without full context.
+WIRINGS = (
+    ("row_lstm", False),
+    ("diagonal_bilstm", False),
+    ("diagonal_bilstm", True),
+    ("pixelcnn", False),
+)
 
 
 def strictly_earlier(num_positions: int) -> np.ndarray:
@@ -39,15 +46,7 @@ def test_diagonal_bilstm_with_full_context_is_causal_in_colour(full_context):
     assert not (deps & ~strictly_earlier(height * width * channels)).any()
 
 
-@pytest.mark.parametrize(
-    "name,full_context",
-    (
-        ("row_lstm", False),
-        ("diagonal_bilstm", False),
-        ("diagonal_bilstm", True),
-        ("pixelcnn", False),
-    ),
-)
+@pytest.mark.parametrize("name,full_context", WIRINGS)
 def test_receptive_field_matches_the_papers_wiring(name, full_context):
     """The Jacobian support equals the dependency sets derived from Table 1's wiring."""
     height, width = 6, 9
@@ -212,15 +211,7 @@ def test_every_conditional_model_is_strictly_causal_in_colour(name):
     assert deps.sum() > height * width
 
 
-@pytest.mark.parametrize(
-    "name,full_context",
-    (
-        ("row_lstm", False),
-        ("diagonal_bilstm", False),
-        ("diagonal_bilstm", True),
-        ("pixelcnn", False),
-    ),
-)
+@pytest.mark.parametrize("name,full_context", WIRINGS)
 def test_labels_leave_the_receptive_field_as_the_papers_wiring(name, full_context):
     """The label is the same at every pixel: the context is exactly the unconditional one."""
     height, width = 4, 6
