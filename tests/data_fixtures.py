@@ -151,6 +151,34 @@ def make_sources(directory, seed=0):
     return out
 
 
+def make_fashion_sources(official_dir, recompressed_dir, seed=1):
+    """Writes tiny Fashion-MNIST IDX files twice: as Zalando's, and re-compressed as Debian's.
+
+    `official_dir` gets gzip files whose header names the file (as the originals, whose
+    archive digests TFDS lists); `recompressed_dir` the same IDX content re-compressed without
+    a file name (as Debian's package ships it: another archive digest, the same content).
+
+    Returns:
+        `{split: (images [n, 28, 28, 1], labels [n])}`.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(official_dir, exist_ok=True)
+    os.makedirs(recompressed_dir, exist_ok=True)
+    out = {}
+    for split, prefix, n in (("train", "train", 10), ("test", "t10k", 4)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            filename = f"{prefix}-{kind}-ubyte.gz"
+            write_idx_gz(os.path.join(official_dir, filename), array)
+            with gzip.open(os.path.join(official_dir, filename), "rb") as handle:
+                content = handle.read()
+            with open(os.path.join(recompressed_dir, filename), "wb") as handle:
+                handle.write(gzip.compress(content, compresslevel=9, mtime=0))
+        out[split] = (images[..., None], labels.astype(np.int64))
+    return out
+
+
 class FixtureServer:
     """Serves the files of a directory over HTTP on 127.0.0.1, with byte ranges.
 

@@ -26,6 +26,10 @@ MAIN_CONFIGS = [
     "diagonal_bilstm_imagenet32",
     "row_lstm_mnist_conditional",
     "diagonal_bilstm_mnist_conditional",
+    "row_lstm_fashion_mnist",
+    "diagonal_bilstm_fashion_mnist",
+    "pixelcnn_fashion_mnist",
+    "row_lstm_fashion_mnist_conditional",
 ]
 REQUIRED_FIELDS = [
     "seed",
@@ -83,6 +87,26 @@ def test_paper_sizes():
     assert (cifar.model.num_layers, cifar.model.hidden_dim, cifar.train.batch_size) == (12, 128, 16)
     assert (cifar.model.num_levels, cifar.model.num_channels) == (256, 3)
     assert configs.get_config("pixelcnn_cifar10").model.num_layers == 15
+
+
+def test_fashion_mnist_configs_share_data_head_and_length():
+    names = ["row_lstm", "diagonal_bilstm", "pixelcnn"]
+    runs = [configs.get_config(f"{name}_fashion_mnist") for name in names]
+    for name, config in zip(names, runs, strict=True):
+        assert config.model.name == name
+        assert config.data.name == "fashion_mnist"
+        assert (config.model.num_levels, config.model.num_channels) == (256, 1)
+        assert config.model.hidden_dim == 32 and config.model.num_classes == 0
+    # One training length and batch: the three compare at equal steps.
+    assert len({(c.train.num_steps, c.train.batch_size) for c in runs}) == 1
+    conditional = configs.get_config("row_lstm_fashion_mnist_conditional")
+    assert conditional.model.num_classes == 10 and conditional.data.name == "fashion_mnist"
+    smoke = configs.get_config("row_lstm_fashion_mnist_smoke")
+    assert (smoke.data.name, smoke.data.strict, smoke.model.num_levels) == (
+        "embedded_mnist",
+        True,
+        256,
+    )
 
 
 def test_unknown_name_lists_known_configs():

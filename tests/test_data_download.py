@@ -1,5 +1,6 @@
 """Tests of fetching and verification (pixel_rnn_jax.data.download), against 127.0.0.1 only."""
 
+import gzip
 import hashlib
 import os
 import time
@@ -42,7 +43,12 @@ def test_tfds_checksums_are_read_from_the_installed_package():
     # 50,000 lines of 784 one-digit values and their separators: 1,568 bytes per line.
     assert train.size == 50_000 * 1568
     assert train.url.startswith("http://www.cs.toronto.edu/") and len(train.sha256) == 64
-    for name, count in (("mnist", 4), ("cifar10", 1), ("downsampled_imagenet", 4)):
+    for name, count in (
+        ("mnist", 4),
+        ("fashion_mnist", 4),
+        ("cifar10", 1),
+        ("downsampled_imagenet", 4),
+    ):
         assert len(download.tfds_checksums(name)) == count
     assert download.tfds_checksums("cifar10")["cifar-10-binary.tar.gz"].size == 170_052_171
 
@@ -62,6 +68,39 @@ def test_verify_file_on_a_known_digest_and_its_corruption(tmp_path):
     assert hashlib.sha256(b"abd").hexdigest() in message and "\n" not in message
     with pytest.raises(download.ChecksumError, match="size 3 bytes, expected 4 bytes"):
         download.verify_file(str(path), download.FileChecksum("u", 4, known, "abc"))
+
+
+def test_verify_file_accepts_a_recompressed_copy_by_its_content_only(tmp_path):
+    content = bytes(range(256)) * 40
+    original, copy = tmp_path / "original.gz", tmp_path / "copy.gz"
+    with gzip.open(original, "wb") as handle:  # names the file in its header
+        handle.write(content)
+    copy.write_bytes(gzip.compress(content, mtime=0))  # no name: another archive digest
+    archive = download.FileChecksum(
+        "u", original.stat().st_size, download.sha256_file(str(original)), "f.gz"
+    )
+    known = download.ContentDigest(len(content), hashlib.sha256(content).hexdigest())
+    download.verify_file(str(original), archive, known)  # the archive itself
+    download.verify_file(str(copy), archive, known)  # a re-compression of its content
+    with pytest.raises(download.ChecksumError, match="no digest of its decompressed content"):
+        download.verify_file(str(copy), archive)  # only the archive without a content digest
+    other = tmp_path / "other.gz"
+    other.write_bytes(gzip.compress(content[:-1] + b"x", mtime=0))
+    with pytest.raises(download.ChecksumError) as info:
+        download.verify_file(str(other), archive, known)
+    assert "neither the archive" in str(info.value) and known.sha256 in str(info.value)
+
+
+def test_gunzip_digest_reads_no_more_than_its_bound(tmp_path):
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(bytes(50 << 20)))  # 50 MiB of zeros in ~50 KiB
+    assert download.gunzip_sha256(str(bomb), 1000)[0] == 1001  # stopped just past the bound
+    with pytest.raises(download.ChecksumError, match="more than 1000 bytes"):
+        download.verify_file(
+            str(bomb),
+            download.FileChecksum("u", 1, "0" * 64, "bomb.gz"),
+            download.ContentDigest(1000, "0" * 64),
+        )
 
 
 def test_fetch_writes_the_file_atomically(served, tmp_path):

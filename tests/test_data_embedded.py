@@ -27,6 +27,7 @@ def _files(builder_dir):
 def test_builders_are_registered_with_explicit_versions():
     assert sorted(embedded.EMBEDDED_BUILDERS) == [
         "embedded_binarized_mnist",
+        "embedded_mnist",
         "embedded_rgb32",
         "embedded_rgb64",
     ]
@@ -40,6 +41,7 @@ def test_builders_are_registered_with_explicit_versions():
     "name, shape, num_train, num_test, max_value",
     [
         ("embedded_binarized_mnist", (28, 28, 1), 4000, 1000, 1),
+        ("embedded_mnist", (28, 28, 1), 4000, 1000, 255),
         ("embedded_rgb32", (32, 32, 3), 5700, 1700, 255),
         ("embedded_rgb64", (64, 64, 3), 1242, 322, 255),
     ],
@@ -69,6 +71,18 @@ def test_binarized_mnist_split_and_static_binarization(data_dir):
     assert set(np.unique(images)) == {0, 1}
     # MNIST ink covers ~13% of the pixels (mean intensity ~33/255).
     assert 0.08 < images.mean() < 0.2
+
+
+def test_grey_mnist_holds_the_binarized_sets_digits_at_256_levels(data_dir):
+    grey = embedded.load_embedded_builder("embedded_mnist", data_dir).as_data_source()["test"]
+    binary = embedded.load_embedded_builder("embedded_binarized_mnist", data_dir)
+    binary = binary.as_data_source()["test"]
+    for index in range(0, len(grey), 97):  # both on disk in generation order
+        g, b = grey[index], binary[index]
+        assert g["label"] == b["label"]
+        # The binarization drew 1 with probability intensity / 255: never at 0, always at 255.
+        assert not b["image"][g["image"] == 0].any() and b["image"][g["image"] == 255].all()
+    assert len(np.unique(grey[0]["image"])) > 2
 
 
 def test_rgb_patches_come_from_disjoint_photo_regions():

@@ -90,6 +90,14 @@ def test_idx_checks_header_against_content(tmp_path, header, body, message):
         formats.read_idx(str(path), (28, 28))
 
 
+def test_idx_count_bound_of_a_verified_file(tmp_path, rng):
+    images = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    data_fixtures.write_idx_gz(tmp_path / "i.gz", images)
+    assert len(formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=3)) == 3
+    with pytest.raises(formats.FormatError, match=r"expected \(n <= 2, 28, 28\)"):
+        formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=2)
+
+
 def test_idx_that_is_not_gzip(tmp_path):
     path = tmp_path / "plain"
     path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 1, 5]))

@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -326,3 +327,133 @@ def test_cli_over_http_then_two_training_steps_strict(fixtures, server, tmp_path
     out = train.train_and_evaluate(config, str(tmp_path / "run"))
     assert out["step"] == 2 and np.isfinite(out["eval/nll"])
     assert out["dataset"] == "binarized_mnist" and out["fallback_reason"] is None
+
+
+# Fashion-MNIST: TFDS lists the digests of Zalando's archives; Debian ships the same IDX
+# content re-compressed. Both are accepted (by archive, or by content digest), nothing else.
+FASHION = "fashion_mnist"
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """(official-style dir, Debian-style dir, arrays, archive checksums, content digests)."""
+    root = tmp_path_factory.mktemp("fashion")
+    official, recompressed = str(root / "official"), str(root / "debian")
+    arrays = data_fixtures.make_fashion_sources(official, recompressed)
+    archives, contents = {}, {}
+    for filename in prepare.RECIPES[FASHION].files:
+        path = os.path.join(official, filename)
+        archives[filename] = download.FileChecksum(
+            f"http://official.invalid/{filename}",
+            os.path.getsize(path),
+            download.sha256_file(path),
+            filename,
+        )
+        size, digest = download.gunzip_sha256(path, 1 << 20)
+        contents[filename] = download.ContentDigest(size, digest)
+    return official, recompressed, arrays, archives, contents
+
+
+@pytest.fixture
+def fashion_known(fashion, monkeypatch):
+    """Verification against the fixture's digests; a 3-image validation slice fits 10 images."""
+    _, _, arrays, archives, contents = fashion
+    real_checksums = download.tfds_checksums
+    monkeypatch.setattr(
+        download,
+        "tfds_checksums",
+        lambda builder: archives if builder == FASHION else real_checksums(builder),
+    )
+    recipe = dataclasses.replace(
+        prepare.RECIPES[FASHION],
+        expected_counts=_fixture_counts(arrays),
+        content_digests=contents,
+    )
+    monkeypatch.setitem(prepare.RECIPES, FASHION, recipe)
+    known = dataclasses.replace(
+        data.registry.KNOWN_DATASETS[FASHION],
+        train_split="train[:-3]",
+        validation_split="train[-3:]",
+    )
+    monkeypatch.setitem(data.registry.KNOWN_DATASETS, FASHION, known)
+    return fashion
+
+
+@pytest.mark.parametrize("copy", ["official", "recompressed"])
+def test_fashion_mnist_either_compression_verifies_and_reads_back_equal(
+    fashion_known, tmp_path, copy
+):
+    official, recompressed, arrays, _, _ = fashion_known
+    source = official if copy == "official" else recompressed
+    builder_dir = prepare.prepare_dataset(FASHION, str(tmp_path), source)
+    assert builder_dir == os.path.join(tmp_path, FASHION, "3.0.1")
+    _assert_reads_back("mnist", builder_dir, arrays)  # pixel for pixel, label for label
+    spec = data.resolve_dataset(_config(FASHION, tmp_path))
+    assert (spec.num_levels, spec.num_classes, spec.image_shape) == (256, 10, (28, 28, 1))
+    assert (spec.train_split, spec.validation_split, spec.eval_split) == (
+        "train[:-3]",
+        "train[-3:]",
+        "test",
+    )
+    assert spec.num_examples("train[:-3]") == 7 and spec.num_examples("train[-3:]") == 3
+    # The validation slice is the train split's last images: disjoint from what trains.
+    train = data.open_split(spec, spec.train_split, with_labels=True)
+    held_out = data.open_split(spec, spec.validation_split, with_labels=True)
+    seen = {image.tobytes() for image, _ in (train[i] for i in range(len(train)))}
+    assert not seen & {image.tobytes() for image, _ in (held_out[i] for i in range(3))}
+    assert len(seen) + 3 == len(arrays["train"][0])
+
+
+def _flip_a_compressed_byte(path, out):
+    payload = bytearray(pathlib.Path(path).read_bytes())
+    payload[len(payload) // 2] ^= 0x10  # inside the deflate stream, far from the header
+    pathlib.Path(out).write_bytes(bytes(payload))
+
+
+@pytest.mark.parametrize(
+    "case", ["as_mnist", "mnist_as_fashion", "changed_byte", "truncated", "missing", "no_dir"]
+)
+def test_fashion_mnist_bad_input_is_one_line_and_writes_nothing(
+    fashion_known, fixtures, tmp_path, case
+):
+    official, recompressed, _, _, _ = fashion_known
+    name, source, bad = FASHION, str(tmp_path / "src"), "t10k-images-idx3-ubyte.gz"
+    shutil.copytree(recompressed, source)
+    if case == "as_mnist":  # Debian's files under the other name: no MNIST content digest
+        name, bad = "mnist", "train-images-idx3-ubyte.gz"
+        expected = "no digest of its decompressed content is known"
+    elif case == "mnist_as_fashion":  # MNIST's IDX files (same names) as fashion_mnist
+        source, bad = fixtures[0], "train-images-idx3-ubyte.gz"
+        expected = "neither the archive"
+    elif case == "changed_byte":
+        _flip_a_compressed_byte(os.path.join(recompressed, bad), os.path.join(source, bad))
+        expected = "CRC check failed"  # gzip's own check; the content digest would follow
+    elif case == "truncated":
+        payload = pathlib.Path(recompressed, bad).read_bytes()
+        pathlib.Path(source, bad).write_bytes(payload[: len(payload) - 40])
+        expected = "not a complete gzip file"
+    elif case == "missing":
+        os.remove(os.path.join(source, bad))
+        expected = "not found"
+    else:
+        source, bad = str(tmp_path / "nowhere"), "nowhere"
+        expected = "is not a directory"
+    data_dir = tmp_path / "d"
+    with pytest.raises(download.PrepareError) as info:
+        prepare.prepare_dataset(name, str(data_dir), source)
+    message = str(info.value)
+    assert bad in message and expected in message and "\n" not in message, message
+    if case in ("changed_byte", "truncated", "mnist_as_fashion"):  # says what was expected
+        assert prepare.RECIPES[FASHION].content_digests[bad].sha256 in message
+    assert not data_dir.exists()  # nothing written, not even the lock or the directory
+
+
+def test_fashion_mnist_cli_refuses_a_wrong_dataset_with_status_one(fashion, tmp_path):
+    _, recompressed, _, _, _ = fashion
+    result = _cli("--dataset=mnist", f"--data_dir={tmp_path / 'd'}", f"--source={recompressed}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("prepare_data: ") and "train-images-idx3-ubyte.gz" in last
+    assert "--no_verify_checksums" in last
+    assert not (tmp_path / "d").exists()

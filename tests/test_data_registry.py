@@ -22,6 +22,7 @@ from pixel_rnn_jax.data import registry
 REAL_TO_FALLBACK = {
     "binarized_mnist": "embedded_binarized_mnist",
     "mnist": "embedded_binarized_mnist",
+    "fashion_mnist": "embedded_mnist",
     "cifar10": "embedded_rgb32",
     "downsampled_imagenet/32x32": "embedded_rgb32",
     "downsampled_imagenet/64x64": "embedded_rgb64",
@@ -157,6 +158,7 @@ def test_unknown_name_lists_known_names(tmp_path):
     "name, shape, levels, num_train, num_test, num_classes",
     [
         ("embedded_binarized_mnist", (28, 28, 1), 2, 4000, 1000, 10),  # the digits' labels
+        ("embedded_mnist", (28, 28, 1), 256, 4000, 1000, 10),
         ("embedded_rgb32", (32, 32, 3), 256, 5700, 1700, 0),
         ("embedded_rgb64", (64, 64, 3), 256, 1242, 322, 0),
     ],
@@ -181,13 +183,20 @@ def test_embedded_names_resolve_without_fallback(
 
 
 def test_labelled_datasets_are_the_ones_with_class_labels():
-    assert data.labelled_datasets() == ["cifar10", "embedded_binarized_mnist", "mnist"]
+    assert data.labelled_datasets() == [
+        "cifar10",
+        "embedded_binarized_mnist",
+        "embedded_mnist",
+        "fashion_mnist",
+        "mnist",
+    ]
 
 
 @pytest.mark.parametrize(
     "name,num_classes",
     [
         ("mnist", 10),  # the stand-in's labels stand in for MNIST's
+        ("fashion_mnist", 10),  # the 256-level digits and their labels
         ("binarized_mnist", 0),  # no labels, even though its stand-in has them
         ("cifar10", 0),  # labelled, but its stand-in (photo patches) is not
         ("downsampled_imagenet/32x32", 0),
@@ -235,7 +244,7 @@ def test_non_strict_falls_back_loudly(embedded_dir, name, no_network, caplog):
     # The stand-in has no validation split: the runner must not select on one.
     assert spec.validation_split is None and spec.selection_split == "test"
     assert any("FALLBACK" in record.getMessage() for record in caplog.records)
-    assert spec.num_levels == (2 if "mnist" in name else 256)
+    assert spec.num_levels == (2 if name in ("binarized_mnist", "mnist") else 256)
     json.dumps(spec.fallback_reason)  # The runner writes it into config.json.
     assert not no_network
 

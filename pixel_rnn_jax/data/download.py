@@ -14,16 +14,19 @@ always whole. Every failure raises a `PrepareError` whose message is one line.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 
 import requests
 import tensorflow_datasets as tfds
 import tqdm
 import urllib3
+from absl import logging
 
 from pixel_rnn_jax import errors
 
@@ -33,6 +36,7 @@ from pixel_rnn_jax import errors
 _TFDS_CHECKSUM_FILES = {
     "binarized_mnist": "datasets/binarized_mnist/checksums.tsv",
     "mnist": "url_checksums/mnist.txt",
+    "fashion_mnist": "url_checksums/fashion_mnist.txt",
     "cifar10": "url_checksums/cifar10.txt",
     "downsampled_imagenet": "datasets/downsampled_imagenet/checksums.tsv",
 }
@@ -67,6 +71,23 @@ class FileChecksum:
     size: int
     sha256: str
     filename: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentDigest:
+    """The known identity of a gzip file's decompressed content.
+
+    A re-compressed copy of an official `.gz` file (Debian's packages drop the
+    file name from the gzip header) has another archive digest but the same
+    content, which is what the dataset is made of.
+
+    Attributes:
+        size: Decompressed size in bytes.
+        sha256: Hex SHA-256 digest of the decompressed bytes.
+    """
+
+    size: int
+    sha256: str
 
 
 def tfds_checksums(tfds_builder: str) -> dict[str, FileChecksum]:
@@ -111,28 +132,80 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: str, expected: FileChecksum) -> None:
-    """Checks a file's size, then (only if the size matches) its SHA-256.
+def gunzip_sha256(path: str, max_size: int) -> tuple[int, str]:
+    """Returns `(size, SHA-256)` of a gzip file's content, reading at most `max_size + 1` bytes.
+
+    The content is streamed through the digest in 1 MiB chunks, so memory stays
+    bounded whatever the file claims; a content longer than `max_size` stops the
+    read and reports `max_size + 1` as its size.
+
+    Raises:
+        ChecksumError: If the file is not a complete gzip stream (a truncated
+            file, or one whose CRC or length trailer fails).
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            while size <= max_size and (
+                chunk := handle.read(min(_CHUNK_BYTES, max_size + 1 - size))
+            ):
+                digest.update(chunk)
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError.
+        raise ChecksumError(f"{path}: not a complete gzip file ({error}).") from error
+    return size, digest.hexdigest()
+
+
+def verify_file(path: str, expected: FileChecksum, content: ContentDigest | None = None) -> None:
+    """Accepts a file whose archive matches `expected`, or whose content matches `content`.
+
+    The size is compared before the SHA-256, so a file of the wrong size is
+    refused without hashing it. Without a known content digest only the
+    original archive is accepted, and the message says so.
 
     Args:
         path: The file.
-        expected: Its known identity.
+        expected: The official archive's identity (TFDS's checksum list).
+        content: The identity of its decompressed content, where known (a
+            re-compressed copy of the official archive is then accepted).
 
     Raises:
         ChecksumError: Naming the file, the expected and the actual value.
     """
     size = os.path.getsize(path)
-    if size != expected.size:
+    if size == expected.size:
+        actual = sha256_file(path)
+        if actual == expected.sha256:
+            return
+        archive = f"SHA-256 {actual}, expected {expected.sha256}"
+    else:
+        archive = f"size {size} bytes, expected {expected.size} bytes"
+    what = f"{expected.filename} ({expected.url})"
+    if content is None:
         raise ChecksumError(
-            f"{path}: size {size} bytes, expected {expected.size} bytes for "
-            f"{expected.filename} ({expected.url})."
+            f"{path}: {archive} for {what}; no digest of its decompressed content is known, so "
+            "only the original archive is accepted (rerun with --no_verify_checksums to skip "
+            "verification of a copy you trust)."
         )
-    actual = sha256_file(path)
-    if actual != expected.sha256:
+    expected_content = f"{content.size} bytes with SHA-256 {content.sha256}"
+    try:
+        content_size, content_sha = gunzip_sha256(path, content.size)
+    except ChecksumError as error:
         raise ChecksumError(
-            f"{path}: SHA-256 {actual}, expected {expected.sha256} for "
-            f"{expected.filename} ({expected.url})."
+            f"{error} Expected {what}, or a re-compression of its content ({expected_content})."
+        ) from error
+    if (content_size, content_sha) != (content.size, content.sha256):
+        got = (
+            f"more than {content.size} bytes"
+            if content_size > content.size
+            else f"{content_size} bytes with SHA-256 {content_sha}"
         )
+        raise ChecksumError(
+            f"{path}: neither the archive ({archive}) nor its decompressed content ({got}, "
+            f"expected {expected_content}) is that of {what}."
+        )
+    logging.info("%s: a re-compressed copy of %s, accepted by its content digest.", path, what)
 
 
 @dataclasses.dataclass(frozen=True)

