@@ -74,6 +74,7 @@ class Plan:
     train_configs: tuple  # the CIFAR-size configs trained
     unrolls: tuple  # equivalence: compared with unroll 1 (and the 'latency' schedule)
     scan_sizes: dict  # image size -> unroll settings of the scan table (every schedule)
+    scan_dtypes: tuple  # model dtypes of the scan table
     scan_repeats: int | None
     max_unrolled_steps: int
     scan_budget_s: float
@@ -105,6 +106,7 @@ FULL = Plan(
     train_configs=CIFAR_CONFIGS,
     unrolls=(2, "full", "python"),
     scan_sizes={28: (1, 2, 4, 8), 32: (1, 2, 4, 8)},
+    scan_dtypes=("float32", "bfloat16"),
     scan_repeats=None,
     max_unrolled_steps=200,
     scan_budget_s=480.0,
@@ -132,6 +134,7 @@ TINY = Plan(
     train_configs=CIFAR_CONFIGS[:1],
     unrolls=("python",),
     scan_sizes={8: (1,)},
+    scan_dtypes=("float32",),  # both schedules; bfloat16 runs in the other sections
     scan_repeats=1,
     max_unrolled_steps=10,
     scan_budget_s=60.0,
@@ -327,7 +330,7 @@ def sampling_equality_rows(plan: Plan) -> list[dict[str, Any]]:
 
 
 def scan_rows(plan: Plan, log: Callable[[str], Any]) -> list[dict[str, Any]]:
-    """The scan-vs-unrolled table, float32 and bfloat16, every schedule (`scan.benchmark_scan`)."""
+    """The scan-vs-unrolled table in the plan's dtypes, every schedule (`scan.benchmark_scan`)."""
     rows, start = [], time.perf_counter()
     for size, unrolls in plan.scan_sizes.items():
         rows += scan.benchmark_scan(
@@ -338,7 +341,7 @@ def scan_rows(plan: Plan, log: Callable[[str], Any]) -> list[dict[str, Any]]:
             max_unrolled_steps=plan.max_unrolled_steps,
             time_budget_s=max(plan.scan_budget_s - (time.perf_counter() - start), 1e-9),
             log=log,
-            dtypes=("float32", "bfloat16"),
+            dtypes=plan.scan_dtypes,
             schedules=recurrence.SCHEDULES,
         )
     return rows
