@@ -9,8 +9,8 @@ Examples:
   # compiler options of the same program (the first is the reference)
   python -m experiments.ab --models=row_lstm \\
       --compiler_options='{"O3": {"xla_backend_optimization_level": 3}, "O1": {}}'
-  # the Row LSTM as one scan over rows against the library's sweep per layer
-  python -m experiments.ab --row_one_scan --rounds=20
+  # the recurrences' schedules (config.model.schedule; the first is the reference)
+  python -m experiments.ab --models=row_lstm,diagonal_bilstm --schedules=throughput,latency
 
 Writes a JSON line per model to stdout, and the table to `--output` (Markdown) if given.
 """
@@ -26,7 +26,7 @@ import tempfile
 from absl import flags, logging
 
 from experiments import cli
-from experiments.benchmarks import ab, row_one_scan, scan
+from experiments.benchmarks import ab, scan
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["row_lstm"], "Models to compare.")
@@ -36,21 +36,20 @@ flags.DEFINE_string("base", None, "A git revision: compare the working tree's pa
 flags.DEFINE_string(
     "compiler_options", None, "JSON: variant name -> XLA compiler options (the first: reference)."
 )
-flags.DEFINE_bool(
-    "row_one_scan",
-    False,
-    "Time value_and_grad of the Row LSTM as one scan over rows against the library's "
-    "(experiments.benchmarks.row_one_scan); --models is ignored.",
+flags.DEFINE_list(
+    "schedules",
+    None,
+    "model.schedule values to compare (the first: reference), e.g. throughput,latency.",
 )
 flags.DEFINE_string("output", None, "Markdown file for the table (optional).")
 
 
 def main(argv):
     del argv
-    kinds = [FLAGS.base is not None, FLAGS.compiler_options is not None, FLAGS.row_one_scan]
-    if sum(kinds) != 1:
+    kinds = [FLAGS.base, FLAGS.compiler_options, FLAGS.schedules]
+    if sum(kind is not None for kind in kinds) != 1:
         raise SystemExit(
-            "Give exactly one of --base=REVISION, --compiler_options=JSON or --row_one_scan."
+            "Give exactly one of --base=REVISION, --compiler_options=JSON or --schedules=LIST."
         )
     size = scan.SIZES[FLAGS.size]
     command = "python -m experiments.ab " + shlex.join(sys.argv[1:])
@@ -58,9 +57,9 @@ def main(argv):
     lines += ["| model | variant | compile s | median ms | ratio to first (q25-q75) |"]
     lines += ["|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as workdir:
-        for model_name in ["row_lstm"] if FLAGS.row_one_scan else FLAGS.models:
-            if FLAGS.row_one_scan:
-                variants = row_one_scan.one_scan_variants(size)
+        for model_name in FLAGS.models:
+            if FLAGS.schedules is not None:
+                variants = ab.schedule_variants(model_name, size, FLAGS.schedules)
             elif FLAGS.base is not None:
                 repo = pathlib.Path(__file__).resolve().parents[1]
                 variants = ab.revision_variants(

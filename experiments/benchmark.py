@@ -1,15 +1,17 @@
 """Benchmarks: `python -m experiments.benchmark --output DIR [--quick] [filters]`.
 
 Suites (`--suite`):
-  scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting, PixelCNN as
-            the baseline: compile time, forward and train-step time, memory, images/s,
-            model FLOP/s and its fraction of a matmul peak measured in the same run.
+  scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting (and every
+            `--schedules` value), PixelCNN as the baseline: compile time, forward and
+            train-step time, memory, images/s, model FLOP/s and its fraction of a matmul peak
+            measured in the same run, and the train step's sequential steps and loops.
   sampling  naive vs cached sampling: `experiments.benchmarks.sampling.benchmark_sampling`.
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
             devices on CPU, one child process each): `experiments.benchmarks.devices`;
             `--models` (default here: row_lstm), `--device_counts`, `--repeats`.
   accelerator  the first run on a GPU/TPU, one report: causality, scan == unroll == Python
-            loop, cached == naive, the scan table in float32 and bfloat16, 500 training
+            loop == the latency schedule, cached == naive, the scan table in float32 and
+            bfloat16 for both schedules at unroll 1/2/4/8 (the fastest per model), 500 training
             steps of the CIFAR-size models, bfloat16 vs float32 on MNIST, sampling and
             devices tables (`experiments.benchmarks.accelerator`); `--tiny` (default on a
             CPU) runs it at seconds-long sizes; `--sections` picks sections.
@@ -17,6 +19,7 @@ Suites (`--suite`):
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
   python -m experiments.benchmark --output /tmp/b --models=row_lstm --sizes=28 --unroll=1,4,python
+  python -m experiments.benchmark --output /tmp/b --quick --schedules=throughput,latency
   python -m experiments.benchmark --output /tmp/b --suite=devices --quick --device_counts=1,2 \
       --models=row_lstm,diagonal_bilstm --repeats=10
   python -m experiments.benchmark --output /tmp/b --suite=accelerator
@@ -73,6 +76,11 @@ flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measure
 flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "--suite=devices: device counts.")
 flags.DEFINE_list("dtypes", ["float32"], "--suite=scan: model compute dtypes (bfloat16 too).")
 flags.DEFINE_list("remat", ["false"], "--suite=scan: rematerialisation settings (false, true).")
+flags.DEFINE_list(
+    "schedules",
+    ["auto"],
+    "--suite=scan: model.schedule values of the recurrent models (auto, throughput, latency).",
+)
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 
@@ -110,6 +118,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
     _check_choices(FLAGS.models, scan.MODEL_NAMES, "models")
     _check_choices(sizes, [str(s) for s in scan.SIZES], "sizes")
     _check_choices(FLAGS.dtypes, ("float32", "bfloat16"), "dtypes")
+    _check_choices(FLAGS.schedules, ("auto", *recurrence.SCHEDULES), "schedules")
     repeats = FLAGS.repeats or (QUICK["repeats"] if quick else None)
     peak = scan.matmul_peak(FLAGS.peak_size)
     log(f"matmul peak ({FLAGS.peak_size}^2 float32): {peak['gflops']:.1f} GFLOP/s")
@@ -132,6 +141,7 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
             log=log,
             dtypes=FLAGS.dtypes,
             remats=[_parse_bool(value, "remat") for value in FLAGS.remat],
+            schedules=FLAGS.schedules,
         )
     header = {
         "title": "Scan vs unrolled recurrences: compile, forward and train-step time",
@@ -143,6 +153,10 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
             "a while-loop body once (kept in the JSON as xla_train_flops_per_image)"
         ),
         "memory": "peak MiB = argument + output + temp - alias from memory_analysis()",
+        "sequential_steps": (
+            "the train step's loops read from its jaxpr (experiments.benchmarks.loops): "
+            "their total trip count, forward and backward, and (in brackets) their number"
+        ),
         "timing": (
             "median (min-max) of repeated calls after 1 warm-up call; train step = "
             "forward + backward + RMSProp update, jitted, params and optimiser state donated"
@@ -196,7 +210,7 @@ def main(argv):
             tiny=tiny,
             command="python -m experiments.benchmark " + shlex.join(present_flags()),
             sections=tuple(FLAGS.sections),
-            time_budget_s=FLAGS.time_budget_s if FLAGS["time_budget_s"].present else 450.0,
+            time_budget_s=FLAGS.time_budget_s if FLAGS["time_budget_s"].present else 900.0,
             log=logging.info,
         )
         statuses = {section: result["status"] for section, result in results.items()}
@@ -229,7 +243,7 @@ def main(argv):
 def present_flags() -> list[str]:
     """The flags set away from their defaults, as `--name=value` strings."""
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
-    names += ("batch_size", "dtypes", "remat", "tiny", "sections")
+    names += ("batch_size", "dtypes", "remat", "schedules", "tiny", "sections")
     names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
     given = []
     for name in names:

@@ -1,8 +1,14 @@
-"""Parameter counts of the named experiments' models, and their train step's memory plan.
+"""Parameter counts of the named experiments' models, the sequential steps of their train
+step under each schedule, and its memory plan.
 
 python -m experiments.model_summary                      # every non-smoke config
 python -m experiments.model_summary --configs=row_lstm_mnist,pixelcnn_cifar10
-python -m experiments.model_summary --nomemory           # parameter counts only
+python -m experiments.model_summary --nomemory           # no memory plan
+python -m experiments.model_summary --nomemory --nosteps # parameter counts only
+
+The sequential steps are the total trip count of the train step's loops, forward and
+backward, read from its program (`experiments.benchmarks.loops`; traced, not compiled), at
+the dataset's image size under `model.schedule` 'throughput' and 'latency'.
 python -m experiments.model_summary --output=benchmark_results/cpu_memory_plan
 
 The memory plan compiles (never runs) the runner's train step of every config at its
@@ -17,14 +23,17 @@ import json
 import os
 import time
 
+import ml_collections
 from absl import flags
 
 from experiments import cli, configs
-from experiments.benchmarks import memory, scan
+from experiments.benchmarks import loops, memory, runner_step, scan
 from pixel_rnn_jax import data, models
+from pixel_rnn_jax.nn import recurrence
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config names; default: all non-smoke configs.")
 _MEMORY = flags.DEFINE_bool("memory", True, "Also compile each train step for its memory plan.")
+_STEPS = flags.DEFINE_bool("steps", True, "Also count each train step's sequential steps.")
 _VARIANTS = flags.DEFINE_list(
     "variants",
     [f"{dtype}:{int(remat)}" for dtype, remat in memory.VARIANTS],
@@ -50,6 +59,27 @@ def parameter_table(names) -> str:
             f"| {name} | {m.name} | {m.num_layers} | {m.hidden_dim} | {m.num_channels} | "
             f"{m.num_levels} | {count:,} |"
         )
+    return "\n".join(lines)
+
+
+def steps_table(names) -> str:
+    """Sequential steps (loops) of each config's train step under every schedule."""
+    columns = " | ".join(f"{schedule} steps (loops)" for schedule in recurrence.SCHEDULES)
+    lines = [f"| config | image | {columns} |", "|---|---|" + "---|" * len(recurrence.SCHEDULES)]
+    for name in names:
+        config = configs.get_config(name)
+        shape = data.KNOWN_DATASETS[config.data.name].image_shape
+        cells = []
+        for schedule in recurrence.SCHEDULES:
+            model_config = ml_collections.ConfigDict(config.model.to_dict())
+            model_config.schedule = schedule
+            model = models.build_model(model_config)
+            args = runner_step.abstract_runner_train_step(
+                model, model_config.num_levels, (1, *shape)
+            )
+            count = loops.count_loops(*args)
+            cells.append(f"{count.sequential_steps:,} ({count.loops})")
+        lines.append(f"| {name} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -96,6 +126,9 @@ def main(argv):
     memory.keep_remat_barriers()
     names = _CONFIGS.value or [n for n in configs.list_configs() if not n.endswith("_smoke")]
     print(parameter_table(names))
+    if _STEPS.value:
+        print("\nSequential steps of the train step (forward and backward):\n")
+        print(steps_table(names), flush=True)
     if not _MEMORY.value:
         return
     start = time.perf_counter()

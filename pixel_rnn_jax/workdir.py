@@ -21,7 +21,7 @@ from pixel_rnn_jax.errors import WorkdirError, is_disk_full
 CONFIG_FILE = "config.json"  # written by the runner: the config and environment of the run
 # Model fields that change how the model is run, not its parameters: a checkpoint written
 # with one value restores under another (parameters are float32 under either `dtype`).
-EXECUTION_ONLY_MODEL_FIELDS = frozenset({"unroll", "dtype", "remat"})
+EXECUTION_ONLY_MODEL_FIELDS = frozenset({"unroll", "dtype", "remat", "schedule"})
 # Folders inside the workdir that a training run writes into, when they already exist.
 _WRITTEN_SUBDIRS = (
     checkpoints.CHECKPOINT_SUBDIR,

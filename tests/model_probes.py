@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,3 +60,51 @@ def pixel_dependencies(deps: np.ndarray, height: int, width: int, channels: int)
     """Collapses channels: bool [H, W, H, W], pixel (i, j) output depends on pixel (r, c)."""
     d = deps.reshape(height, width, channels, height, width, channels)
     return d.any(axis=(2, 5))
+
+
+def schedules_agree(config, images, labels=None, rtol=1e-5, atol=1e-6):
+    """Asserts that `config` gives one parameter tree, equal logits and equal gradients
+    under the 'throughput' and the 'latency' schedule.
+
+    Every leaf is compared as max |latency - throughput| <= atol + rtol * max |throughput|.
+
+    Args:
+      config: a model config (its `schedule` is overwritten).
+      images: integer images to evaluate.
+      labels: class labels for a conditional config.
+
+    Returns:
+      The (throughput, latency) logits, for further checks.
+    """
+    config.schedule = "throughput"
+    model = models.build_model(config)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(1), images, labels)["params"]
+    # Random parameters (biases too, so that a bias read wrongly shows), drawn in NumPy:
+    # compiling the model's own initialiser would cost more than the comparison.
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(
+        lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes
+    )
+    results = []
+    for schedule in ("throughput", "latency"):
+        config.schedule = schedule
+        model = models.build_model(config)
+        # One parameter tree under every schedule: a checkpoint runs under either.
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            jax.eval_shape(model.init, jax.random.PRNGKey(1), images, labels)["params"], params
+        )
+
+        def loss(params, model=model):
+            logits = model.apply({"params": params}, images, labels)
+            return jnp.sum(jnp.sin(logits.astype(jnp.float32))), logits
+
+        (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        results.append((logits, grads))
+    (logits_t, grads_t), (logits_l, grads_l) = results
+    for got, want in zip(
+        jax.tree.leaves((logits_l, grads_l)), jax.tree.leaves((logits_t, grads_t)), strict=True
+    ):
+        # Relative to the largest entry: bfloat16 gradients are sums of rounded products.
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        assert np.max(np.abs(got - want)) <= atol + rtol * np.max(np.abs(want)), (got, want)
+    return logits_t, logits_l

@@ -33,6 +33,12 @@ def test_compiler_option_variants_run_the_same_step():
     assert all(t > 0 for samples in times.values() for t in samples)
 
 
+def test_schedule_variants_train_the_same_parameters():
+    variants = ab.schedule_variants("row_lstm", TINY, ["throughput", "latency"])
+    assert [v.name for v in variants] == ["throughput", "latency"]
+    assert variants[0].first_loss == pytest.approx(variants[1].first_loss, rel=1e-5)
+
+
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the git checkout")
 def test_a_revision_is_exported_under_its_own_name_and_trains(tmp_path):
     name = ab.export_revision("HEAD", REPO, tmp_path)
@@ -56,5 +62,6 @@ def test_the_command_needs_exactly_one_kind_of_variant():
     )
     assert result.returncode != 0
     assert (
-        "exactly one of --base=REVISION, --compiler_options=JSON or --row_one_scan" in result.stderr
+        "exactly one of --base=REVISION, --compiler_options=JSON or --schedules=LIST"
+        in result.stderr
     )

@@ -19,12 +19,13 @@ def test_scan_suite_writes_json_and_markdown_with_the_expected_rows(tmp_path):
     with flagsaver.flagsaver(
         output=str(tmp_path),
         name="smoke",
-        models=["row_lstm", "diagonal_bilstm"],
+        models=["row_lstm"],
         sizes=["8"],
         unroll=["1", "full"],
+        schedules=["throughput", "latency"],
         repeats=1,
         peak_size=256,
-        # Smoke 'full': 2 layers x 8 rows (Row LSTM), x 15 columns (Diagonal) > 10: skipped.
+        # Smoke 'full': 2 layers x 8 rows > 10: skipped.
         max_unrolled_steps=10,
     ):
         benchmark.main(["benchmark"])
@@ -33,13 +34,17 @@ def test_scan_suite_writes_json_and_markdown_with_the_expected_rows(tmp_path):
     assert header["machine"]["device_kind"]
     assert header["matmul_peak"]["gflops"] > 0
     assert "--sizes=8" in header["command"]
-    keys = [(r["model"], r["unroll"], "skipped" in r) for r in rows]
+    assert "--schedules=throughput,latency" in header["command"]
+    keys = [(r["model"], r["schedule"], r["unroll"], "skipped" in r) for r in rows]
     assert keys == [
-        ("row_lstm", "1", False),
-        ("row_lstm", "full", True),
-        ("diagonal_bilstm", "1", False),
-        ("diagonal_bilstm", "full", True),
+        ("row_lstm", "throughput", "1", False),
+        ("row_lstm", "throughput", "full", True),
+        ("row_lstm", "latency", "1", False),
+        ("row_lstm", "latency", "full", True),
     ]
+    # Sequential steps of the smoke train step: 2 layers x 8 rows, or 8 rows, each way.
+    steps = [(r["sequential_steps"], r["loops"]) for r in rows if "skipped" not in r]
+    assert steps == [(32, 4), (16, 2)]
     for row in rows:
         if "skipped" not in row:
             assert row["train_images_per_s"] > 0 and row["forward"]["repeats"] == 1

@@ -1,4 +1,5 @@
-"""Diagonal BiLSTM: skewing, the recurrence against a direct loop, both directions."""
+"""Diagonal BiLSTM: skewing, the recurrence against a direct loop, both directions and
+both schedules."""
 
 import chex
 import jax
@@ -6,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
+from model_probes import schedules_agree, tiny_model_config
 
 from pixel_rnn_jax.models import diagonal_lstm
 
@@ -162,3 +164,41 @@ def test_default_phases_shrink_with_an_integer_unroll_only():
     assert diagonal_lstm.default_num_phases(28, 28, "full") == base
     assert diagonal_lstm.default_num_phases(28, 28, "python") == base
     assert diagonal_lstm.default_num_phases(4, 4) == 1  # 7 columns: too short to split
+
+
+def test_stacked_sweep_runs_each_direction_with_its_own_kernel():
+    height, width = 4, 5
+    keys = jax.random.split(jax.random.PRNGKey(8), 3)
+    image_gates = jax.random.normal(keys[0], (2, 2, height, width, 12))  # [direction, ...]
+    kernels = 0.5 * jax.random.normal(keys[1], (2, 6, 12))
+    columns = jnp.stack([diagonal_lstm.to_columns(g) for g in image_gates], axis=1)
+    # Garbage off the image (as a conv bias leaves there) must be ignored.
+    valid = diagonal_lstm.valid_columns(height, width)[:, None]
+    columns = jnp.where(valid, columns, jax.random.normal(keys[2], columns.shape))
+    hidden = jax.jit(diagonal_lstm.sweep_stacked, static_argnums=2)(columns, kernels, width)
+    for direction in range(2):
+        got = diagonal_lstm.from_columns(hidden[:, direction], width)
+        want = numpy_diagonal_lstm(
+            np.asarray(image_gates[direction]), np.asarray(kernels[direction])
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# (channels, levels, overrides): binary and RGB/256 conditional with full context, and
+# bfloat16 with remat and another unroll, each compared across the two schedules.
+SCHEDULE_CASES = (
+    (1, 2, {}),
+    (3, 256, {"num_classes": 3, "full_context": True}),
+    (1, 2, {"dtype": "bfloat16", "remat": True, "unroll": 2}),
+)
+
+
+@pytest.mark.parametrize("channels,levels,overrides", SCHEDULE_CASES)
+def test_latency_schedule_equals_throughput_in_logits_and_gradients(channels, levels, overrides):
+    config = tiny_model_config("diagonal_bilstm", channels, levels, hidden_dim=4, output_dim=8)
+    config.first_kernel_size = 3
+    config.update(overrides)
+    images = jax.random.randint(jax.random.PRNGKey(0), (2, 5, 6, channels), 0, levels)
+    labels = jnp.array([0, 2]) if config.num_classes else None
+    tolerance = {"rtol": 2e-2, "atol": 1e-3} if config.dtype == "bfloat16" else {}
+    schedules_agree(config, images, labels, **tolerance)

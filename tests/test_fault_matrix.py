@@ -402,6 +402,8 @@ def test_model_differences_ignore_execution_only_and_unused_fields():
     base = configs.get_config("row_lstm_mnist_smoke").model.to_dict()
     assert workdir.model_differences(base, base) == {}
     assert workdir.model_differences(base, {**base, "unroll": "full"}) == {}
+    # A schedule lays the recurrences out, never the parameters; older runs recorded none.
+    assert workdir.model_differences(base, {**base, "schedule": "latency"}) == {}
     multiscale = {**base["multiscale"], "factor": 4}
     assert workdir.model_differences(base, {**base, "multiscale": multiscale}) == {}
     assert workdir.model_differences(base, {**base, "name": "multiscale", "multiscale": multiscale})

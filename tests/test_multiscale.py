@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from model_probes import tiny_model_config
+from model_probes import schedules_agree, tiny_model_config
 
 from experiments import configs
 from experiments.configs import base
@@ -338,3 +338,17 @@ def test_conditional_cached_and_naive_sampling_draw_the_same_images():
         np.testing.assert_array_equal(cached, naive, err_msg=f"start={start}")
     with pytest.raises(ValueError, match="class-conditional"):
         sampling.sample(model, variables, rng, images)
+
+
+@pytest.mark.parametrize(
+    "conditional_name,small_name",
+    [("row_lstm", "diagonal_bilstm"), ("diagonal_bilstm", "row_lstm")],
+)
+def test_latency_schedule_equals_throughput_in_logits_and_gradients(conditional_name, small_name):
+    # Both parts under each schedule: the conditioning map and the labels enter the
+    # recurrences of the conditional network, the small one sees neither.
+    config = tiny_multiscale_config(conditional_name, hidden_dim=4, num_classes=2)
+    config.multiscale.small.name = small_name
+    config.first_kernel_size = 3
+    images = jax.random.randint(jax.random.PRNGKey(0), (2, HEIGHT, WIDTH, CHANNELS), 0, LEVELS)
+    schedules_agree(config, images, jnp.array([0, 1]))

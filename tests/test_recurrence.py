@@ -38,3 +38,16 @@ def test_pytree_carries_and_outputs_in_the_python_loop():
 def test_bad_unroll_settings(bad):
     with pytest.raises(ValueError, match="unroll must be"):
         recurrence.parse_unroll(bad)
+
+
+def test_auto_schedule_is_throughput_on_cpu_and_latency_on_accelerators():
+    assert recurrence.resolve_schedule("auto", "cpu") == "throughput"
+    assert recurrence.resolve_schedule("auto", "gpu") == "latency"
+    assert recurrence.resolve_schedule("auto", "tpu") == "latency"
+    assert recurrence.resolve_schedule("auto") == recurrence.resolve_schedule(
+        "auto", jax.default_backend()
+    )
+    for schedule in recurrence.SCHEDULES:
+        assert recurrence.resolve_schedule(schedule, "gpu") == schedule
+    with pytest.raises(ValueError, match="model.schedule must be"):
+        recurrence.resolve_schedule("fast")

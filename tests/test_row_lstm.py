@@ -1,11 +1,14 @@
-"""Row LSTM: the recurrence against a direct loop, and scan vs unrolled equivalence."""
+"""Row LSTM: the recurrence against a direct loop, scan vs unrolled, and both schedules."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
+from model_probes import schedules_agree, tiny_model_config
 
+from pixel_rnn_jax import models
 from pixel_rnn_jax.models import row_lstm
 
 
@@ -70,3 +73,32 @@ class RowLSTMTest(chex.TestCase, parameterized.TestCase):
         flat = changed.reshape(-1)
         assert not flat[: 1 * 6 + 3].any()
         assert flat[1 * 6 + 3]
+
+
+# (channels, levels, overrides): binary and RGB/256 conditional, and bfloat16 with remat,
+# another unroll and no skips, each compared across the two schedules.
+SCHEDULE_CASES = (
+    (1, 2, {}),
+    (3, 256, {"num_classes": 3}),
+    (1, 2, {"dtype": "bfloat16", "remat": True, "unroll": 2, "use_skip": False}),
+)
+
+
+@pytest.mark.parametrize("channels,levels,overrides", SCHEDULE_CASES)
+def test_latency_schedule_equals_throughput_in_logits_and_gradients(channels, levels, overrides):
+    config = tiny_model_config("row_lstm", channels, levels, hidden_dim=4, output_dim=8)
+    config.first_kernel_size = 3
+    config.update(overrides)
+    images = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5, channels), 0, levels)
+    labels = jnp.array([0, 2]) if config.num_classes else None
+    tolerance = {"rtol": 2e-2, "atol": 1e-3} if config.dtype == "bfloat16" else {}
+    schedules_agree(config, images, labels, **tolerance)
+
+
+def test_latency_schedule_is_one_scan_over_rows():
+    config = tiny_model_config("row_lstm", 1, 2, hidden_dim=4, schedule="latency")
+    model = models.build_model(config)
+    images = jnp.zeros((1, 4, 3, 1), jnp.int32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)["params"]
+    program = str(jax.make_jaxpr(lambda p: model.apply({"params": p}, images))(params))
+    assert program.count("scan[") == 1 and "length=4" in program

@@ -53,6 +53,18 @@ def test_cached_draws_exactly_the_naive_images(name, full_context, channels, lev
         assert cached.dtype == jnp.int32 and cached.shape == given.shape
 
 
+@pytest.mark.parametrize("name", ["row_lstm", "diagonal_bilstm"])
+def test_the_latency_schedule_draws_the_images_the_cached_sampler_draws(name):
+    # The cached walk reads the parameters only and does not depend on the schedule; the
+    # naive sampler runs the model, here under the 'latency' schedule.
+    model, variables, given = build(name, 1, 2, 4, 3, schedule="latency")
+    assert model.schedule == "latency"
+    rng = jax.random.PRNGKey(300)
+    naive = sampling.sample(model, variables, rng, given, method="naive")
+    cached = sampling.sample(model, variables, rng, given, method="cached")
+    np.testing.assert_array_equal(cached, naive)
+
+
 def test_different_keys_draw_different_images_and_batch_entries_differ():
     model, variables, given = build("row_lstm", 1, 2, 5, 3)
     a = sampling.sample(model, variables, jax.random.PRNGKey(1), given)

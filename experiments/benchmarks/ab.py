@@ -6,9 +6,11 @@ the variants. Here every variant is compiled first; then the calls go A, B, A, B
 each variant is reported as the median of its per-round ratio to the first variant, with
 quartiles, so slow drift hits every variant alike.
 
-Two kinds of variant:
+Three kinds of variant:
 - compiler options: the same program compiled with different `compiler_options`
   (`compiler_option_variants`);
+- schedules: the same model and parameters under each `config.model.schedule`
+  (`schedule_variants`);
 - code revisions: the `pixel_rnn_jax` package of a git revision, exported beside the working
   tree under another name (`export_revision`), against the working tree's own
   (`revision_variants`). Only the library is exported; the step is built by each package's
@@ -87,6 +89,22 @@ def compiler_option_variants(
     for name, opts in options.items():
         step, state, batch, key = runner_step.runner_train_step(built, size.num_levels, images)
         variants.append(_compiled_variant(name, step, state, batch, key, dict(opts or {}) or None))
+    return variants
+
+
+def schedule_variants(
+    model_name: str, size: scan.SizeSpec, schedules: Sequence[str]
+) -> list[Variant]:
+    """The runner's train step of `model_name` under each of `schedules` (the first: reference).
+
+    The same seed gives the same parameters under every schedule, so the first losses agree.
+    """
+    images = _images(size, size.batch_size)
+    variants = []
+    for schedule in schedules:
+        built = models.build_model(scan.model_config(model_name, size, 1, schedule=schedule))
+        step, state, batch, key = runner_step.runner_train_step(built, size.num_levels, images)
+        variants.append(_compiled_variant(schedule, step, state, batch, key))
     return variants
 
 

@@ -1,17 +1,19 @@
 """The first run on an accelerator: `python -m experiments.benchmark --suite=accelerator`.
 
 One command that checks, on the current backend, what the CPU tests check here, and
-measures what the per-backend defaults (unroll, dtype) should come from. Sections, in the
-order they run (cheap correctness checks first, so that a time-out still leaves them):
+measures what the per-backend defaults (schedule, unroll, dtype) should come from. Sections,
+in the order they run (cheap correctness checks first, so that a time-out still leaves them):
 
   causality    the Jacobian of every model kind's logits w.r.t. its input (small image,
                float32 and bfloat16): no output depends on a later sub-pixel
-  equivalence  scan (unroll 1) == unroll 2 == full unroll == Python loop: logits and
-               gradients of both recurrent models
+  equivalence  scan (unroll 1) == unroll 2 == full unroll == Python loop == the 'latency'
+               schedule: logits and gradients of both recurrent models
   sampling_eq  cached == naive sampling (identical images, float32) for every model kind;
                bfloat16: the cached walk's logits against the model's
   scan         the scan-vs-unrolled table (`scan.benchmark_scan`) at 28x28 and 32x32, float32
-               and bfloat16
+               and bfloat16, both schedules at unroll 1, 2, 4 and 8, with each train step's
+               sequential steps; then the fastest (schedule, unroll) per model, size and
+               dtype: what `recurrence.AUTO_SCHEDULE` and the unroll default should say
   training     500 runner steps of each CIFAR-size recurrent model on the embedded RGB set
                (`train.train_and_evaluate`, bfloat16), then a test NLL
   precision    the same run of the MNIST Row LSTM in float32 and in bfloat16 (300 steps):
@@ -43,6 +45,7 @@ from experiments import configs
 from experiments.benchmarks import devices, sampling, scan
 from pixel_rnn_jax import metric_logging, models, train
 from pixel_rnn_jax import sampling as samplers
+from pixel_rnn_jax.nn import recurrence
 from pixel_rnn_jax.sampling import cached
 
 MODEL_KINDS = ("row_lstm", "diagonal_bilstm", "pixelcnn")
@@ -69,8 +72,9 @@ class Plan:
     probes: int  # random points whose Jacobians are OR-ed
     scan_models: tuple
     train_configs: tuple  # the CIFAR-size configs trained
-    unrolls: tuple  # equivalence: compared with unroll 1
-    scan_sizes: dict  # image size -> unroll settings of the scan table
+    unrolls: tuple  # equivalence: compared with unroll 1 (and the 'latency' schedule)
+    scan_sizes: dict  # image size -> unroll settings of the scan table (every schedule)
+    scan_dtypes: tuple  # model dtypes of the scan table
     scan_repeats: int | None
     max_unrolled_steps: int
     scan_budget_s: float
@@ -101,10 +105,11 @@ FULL = Plan(
     scan_models=scan.MODEL_NAMES,
     train_configs=CIFAR_CONFIGS,
     unrolls=(2, "full", "python"),
-    scan_sizes={28: (1, 2, 4, 8), 32: (1, 8)},
+    scan_sizes={28: (1, 2, 4, 8), 32: (1, 2, 4, 8)},
+    scan_dtypes=("float32", "bfloat16"),
     scan_repeats=None,
     max_unrolled_steps=200,
-    scan_budget_s=180.0,
+    scan_budget_s=480.0,
     train_steps=500,
     train_model={},
     train_batch=16,
@@ -129,6 +134,7 @@ TINY = Plan(
     train_configs=CIFAR_CONFIGS[:1],
     unrolls=("python",),
     scan_sizes={8: (1,)},
+    scan_dtypes=("float32",),  # both schedules; bfloat16 runs in the other sections
     scan_repeats=1,
     max_unrolled_steps=10,
     scan_budget_s=60.0,
@@ -223,11 +229,16 @@ def equivalence_rows(plan: Plan) -> list[dict[str, Any]]:
     images = jax.random.randint(jax.random.PRNGKey(0), (2, height, width, channels), 0, 256)
     rows = []
     recurrent = dict.fromkeys(kind for kind, _ in plan.kinds if kind in scan.RECURRENT_MODELS)
+    # (unroll, schedule): every unroll under the 'throughput' schedule, then 'latency'.
+    settings = [(1, "throughput")] + [(u, "throughput") for u in plan.unrolls]
+    settings += [(1, "latency")]
     for kind in recurrent:
         results = {}
-        for unroll in (1, *plan.unrolls):
+        for unroll, schedule in settings:
             model = models.build_model(
-                small_config(kind, channels, 256, plan.probe_model, unroll=unroll)
+                small_config(
+                    kind, channels, 256, plan.probe_model, unroll=unroll, schedule=schedule
+                )
             )
             variables = model.init(jax.random.PRNGKey(1), images)
 
@@ -240,17 +251,18 @@ def equivalence_rows(plan: Plan) -> list[dict[str, Any]]:
                 (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
                     variables["params"]
                 )
-            results[unroll] = (logits, jax.tree.leaves(grads))
-        base_logits, base_grads = results[1]
-        for unroll in plan.unrolls:
-            logits, grads = results[unroll]
+            results[unroll, schedule] = (logits, jax.tree.leaves(grads))
+        base_logits, base_grads = results[settings[0]]
+        for unroll, schedule in settings[1:]:
+            logits, grads = results[unroll, schedule]
             grad_rel = max(_max_rel(g, b) for g, b in zip(grads, base_grads, strict=True))
             logit_rel = _max_rel(logits, base_logits)
             rows.append(
                 {
                     "model": kind,
+                    "schedule": schedule,
                     "unroll": str(unroll),
-                    "vs": "1",
+                    "vs": "throughput, unroll 1",
                     "logits max rel diff": f"{logit_rel:.2e}",
                     "gradients max rel diff": f"{grad_rel:.2e}",
                     "ok": logit_rel < 1e-5 and grad_rel < 1e-4,
@@ -318,7 +330,7 @@ def sampling_equality_rows(plan: Plan) -> list[dict[str, Any]]:
 
 
 def scan_rows(plan: Plan, log: Callable[[str], Any]) -> list[dict[str, Any]]:
-    """The scan-vs-unrolled table, float32 and bfloat16 (`scan.benchmark_scan`)."""
+    """The scan-vs-unrolled table in the plan's dtypes, every schedule (`scan.benchmark_scan`)."""
     rows, start = [], time.perf_counter()
     for size, unrolls in plan.scan_sizes.items():
         rows += scan.benchmark_scan(
@@ -329,9 +341,34 @@ def scan_rows(plan: Plan, log: Callable[[str], Any]) -> list[dict[str, Any]]:
             max_unrolled_steps=plan.max_unrolled_steps,
             time_budget_s=max(plan.scan_budget_s - (time.perf_counter() - start), 1e-9),
             log=log,
-            dtypes=("float32", "bfloat16"),
+            dtypes=plan.scan_dtypes,
+            schedules=recurrence.SCHEDULES,
         )
     return rows
+
+
+def fastest_settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recurrent model, size and dtype of the scan table: its fastest (schedule, unroll)
+    by train images/s, and the best of each schedule, to set the backend's defaults from."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if "skipped" not in row and row["model"] in scan.RECURRENT_MODELS:
+            groups.setdefault((row["model"], row["size"], row["dtype"]), []).append(row)
+    summary = []
+    for (model, size, dtype), group in groups.items():
+        best = max(group, key=lambda r: r["train_images_per_s"])
+        entry = {"model": model, "size": f"{size}x{size}", "dtype": dtype}
+        entry["fastest"] = f"{best['schedule']}, unroll {best['unroll']}"
+        for schedule in recurrence.SCHEDULES:
+            own = [r for r in group if r["schedule"] == schedule]
+            if own:
+                top = max(own, key=lambda r: r["train_images_per_s"])
+                entry[f"{schedule} img/s (unroll)"] = (
+                    f"{top['train_images_per_s']:.1f} ({top['unroll']}), "
+                    f"{top['sequential_steps']} steps"
+                )
+        summary.append(entry)
+    return summary
 
 
 def _train_config(name: str, data_name: str, steps: int, plan: Plan, model: dict, **fields):
@@ -449,9 +486,9 @@ def _table(rows: list[dict[str, Any]], columns=None) -> str:
 
 TITLES = {
     "causality": "Causality: Jacobian of the logits w.r.t. every input sub-pixel",
-    "equivalence": "Scan == unroll == Python loop (float32, highest matmul precision)",
+    "equivalence": "Scan == unroll == Python loop == latency schedule (float32, highest precision)",
     "sampling_eq": "Cached == naive sampling",
-    "scan": "Scan vs unrolled, float32 and bfloat16 (the runner's train step)",
+    "scan": "Schedules and unroll, float32 and bfloat16 (the runner's train step)",
     "training": "Training: the runner on the embedded RGB set (CIFAR-size models, bfloat16)",
     "precision": "bfloat16 vs float32: the MNIST Row LSTM, same seed and batches",
     "sampling": "Sampling: naive vs cached",
@@ -486,6 +523,9 @@ def write_report(base: str, header: dict[str, Any], sections: dict[str, dict]) -
         status = section.get("status", "")
         lines.append(f"{status}; {section.get('seconds', 0):.0f} s.")
         lines += ["", _table(section.get("rows", []), COLUMNS.get(name)), ""]
+        if name == "scan" and section.get("rows"):
+            lines += ["Fastest (schedule, unroll) by train images/s:", ""]
+            lines += [_table(fastest_settings(section["rows"])), ""]
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -497,7 +537,7 @@ def run_suite(
     tiny: bool,
     command: str,
     sections: tuple[str, ...] = SECTIONS,
-    time_budget_s: float = 450.0,
+    time_budget_s: float = 900.0,
     log: Callable[[str], Any] = print,
 ) -> dict[str, dict]:
     """Runs `sections` in order and writes the report after each; returns the sections.

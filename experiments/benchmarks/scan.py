@@ -12,7 +12,8 @@ its own:
 - `matmul_peak`: the achieved FLOP/s of a large float32 matmul, the ceiling rows are
   compared with.
 - `benchmark_scan`: the scan suite itself (rows of compile time, forward time,
-  forward+backward+update time, memory, images/s and FLOP/s per model, size and unroll).
+  forward+backward+update time, memory, images/s, FLOP/s and the train step's sequential
+  steps and loops (`loops.count_loops`) per model, size, schedule and unroll).
 - `write_json` / `write_markdown`: the result files.
 """
 
@@ -33,7 +34,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from experiments.benchmarks import runner_step
+from experiments.benchmarks import loops, runner_step
 from pixel_rnn_jax import models, parallel
 from pixel_rnn_jax.nn import masks, recurrence
 from pixel_rnn_jax.nn.lstm_cell import NUM_GATES
@@ -311,6 +312,7 @@ def model_config(
     unroll: recurrence.Unroll,
     dtype: str = "float32",
     remat: bool = False,
+    schedule: str = "auto",
 ) -> ml_collections.ConfigDict:
     """The model config of `name` at `size` (every other field at its default)."""
     fields = models.default_model_config().to_dict()
@@ -324,6 +326,7 @@ def model_config(
         unroll=unroll,
         dtype=dtype,
         remat=remat,
+        schedule=schedule,
     )
     # A fresh ConfigDict: the default's `unroll` field is typed int, 'full' is a str.
     return ml_collections.ConfigDict(fields)
@@ -350,8 +353,10 @@ def benchmark_one(
     seed: int = 0,
     dtype: str = "float32",
     remat: bool = False,
+    schedule: str = "auto",
 ) -> dict[str, Any]:
-    """Benchmarks one (model, size, unroll, dtype, remat): forward, and the runner's train step.
+    """Benchmarks one (model, size, unroll, dtype, remat, schedule): forward, and the runner's
+    train step.
 
     The train step is the runner's own (`runner_step.runner_train_step`): forward,
     backward, gradient clipping, RMSProp and the health metrics, on a one-device mesh.
@@ -359,7 +364,7 @@ def benchmark_one(
     Returns:
       A row: compile seconds, Timing dicts, memory, images/s, FLOPs and FLOP/s.
     """
-    config = model_config(name, size, unroll, dtype, remat)
+    config = model_config(name, size, unroll, dtype, remat, schedule)
     model = models.build_model(config)
     shape = (batch_size, size.image_size, size.image_size, size.num_channels)
     images = np.asarray(jax.random.randint(jax.random.PRNGKey(seed), shape, 0, size.num_levels))
@@ -378,6 +383,7 @@ def benchmark_one(
     forward_timing = time_calls(lambda: forward_compiled(params, batch["image"]), repeats, warmup)
 
     train_compiled, train_compile_s = compile_timed(step, train_state, batch, key)
+    train_loops = loops.count_loops(step, train_state, batch, key)
     state = [train_state]
 
     def train_call():
@@ -398,10 +404,14 @@ def benchmark_one(
         "unroll": str(unroll),
         "dtype": dtype,
         "remat": remat,
+        "schedule": model.schedule,  # as resolved on this backend ('auto' never)
         "batch_size": batch_size,
         "layers": config.num_layers,
         "hidden_dim": config.hidden_dim,
         "recurrence_steps": recurrence_steps(name, size),
+        # The compiled train step's loops: their total trip count, forward and backward.
+        "sequential_steps": train_loops.sequential_steps,
+        "loops": train_loops.loops,
         "forward_compile_s": forward_compile_s,
         "train_compile_s": train_compile_s,
         "forward": dataclasses.asdict(forward_timing),
@@ -456,9 +466,10 @@ def benchmark_scan(
     log: Callable[[str], None] = print,
     dtypes: Sequence[str] = ("float32",),
     remats: Sequence[bool] = (False,),
+    schedules: Sequence[str] = ("auto",),
 ) -> list[dict[str, Any]]:
-    """The scan suite: one row per (model, size, unroll, dtype, remat); PixelCNN once per
-    size, dtype and remat.
+    """The scan suite: one row per (model, size, schedule, unroll, dtype, remat); PixelCNN
+    once per size, dtype and remat.
 
     Args:
       model_names: from MODEL_NAMES.
@@ -474,28 +485,33 @@ def benchmark_scan(
       log: progress lines.
       dtypes: model compute dtypes ('float32', 'bfloat16').
       remats: rematerialisation settings.
+      schedules: `config.model.schedule` values of the recurrent models ('auto' is
+        recorded as what it resolves to on this backend).
 
     Returns:
       Rows as `benchmark_one` returns them, plus {'skipped': reason} rows.
     """
     start = time.perf_counter()
+    resolved = list(dict.fromkeys(recurrence.resolve_schedule(s) for s in schedules))
     plan = [
-        (image_size, name, unroll, dtype, remat)
+        (image_size, name, schedule, unroll, dtype, remat)
         for image_size in image_sizes
         for dtype in dtypes
         for remat in remats
         # The PixelCNN baseline first, so that a time budget never skips it.
         for name in sorted(model_names, key=lambda name: name != "pixelcnn")
+        for schedule in (resolved if name in RECURRENT_MODELS else resolved[:1])
         for unroll in (list(unrolls) if name in RECURRENT_MODELS else [1])
     ]
     rows = []
     # A progress bar on a terminal only (disable=None); the log lines say what each row got.
     bar = tqdm.tqdm(plan, desc="scan suite", unit="row", disable=None)
-    for image_size, name, unroll, dtype, remat in bar:
+    for image_size, name, schedule, unroll, dtype, remat in bar:
         size = SIZES[image_size]
         key = {"model": name, "size": image_size, "data": size.name, "unroll": str(unroll)}
-        key.update(dtype=dtype, remat=remat)
-        variant = f"{name} {image_size} unroll={unroll} {dtype}" + (" remat" if remat else "")
+        key.update(dtype=dtype, remat=remat, schedule=schedule)
+        variant = f"{name} {image_size} {schedule} unroll={unroll} {dtype}"
+        variant += " remat" if remat else ""
         reason = skip_reason(name, size, unroll, max_unrolled_steps)
         if reason is None and time_budget_s and time.perf_counter() - start > time_budget_s:
             reason = "skipped: the run's time budget (--time_budget_s) was used up"
@@ -512,12 +528,14 @@ def benchmark_scan(
             peak_gflops=peak_gflops,
             dtype=dtype,
             remat=remat,
+            schedule=schedule,
         )
         train_ms, forward_ms = row["train"]["median"] * 1e3, row["forward"]["median"] * 1e3
         log(
             f"{variant}: train {train_ms:.1f} ms "
             f"({row['train_images_per_s']:.1f} img/s), forward {forward_ms:.1f} ms, "
-            f"compile {row['train_compile_s']:.1f} s"
+            f"compile {row['train_compile_s']:.1f} s, {row['sequential_steps']} sequential "
+            f"steps in {row['loops']} loops"
         )
         rows.append(row)
     return rows
@@ -550,6 +568,10 @@ def _mib(stats: dict[str, int] | None) -> str:
     return "" if not stats else f"{stats['peak_bytes'] / 2**20:.1f}"
 
 
+def _steps(row: dict[str, Any]) -> str:
+    return f"{row['sequential_steps']} ({row['loops']})" if "sequential_steps" in row else ""
+
+
 def _pct(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
@@ -557,10 +579,12 @@ def _pct(value: float | None) -> str:
 SCAN_COLUMNS = (
     ("model", lambda r: r["model"]),
     ("size", lambda r: f"{r['size']}x{r['size']}"),
+    ("schedule", lambda r: r.get("schedule", "")),
     ("unroll", lambda r: r["unroll"]),
     ("batch", lambda r: str(r.get("batch_size", ""))),
     ("dtype", lambda r: r.get("dtype", "float32")),
     ("remat", lambda r: "yes" if r.get("remat") else "no"),
+    ("sequential steps (loops)", lambda r: _steps(r)),
     ("compile s (train)", lambda r: f"{r['train_compile_s']:.1f}"),
     ("forward ms: median (min-max)", lambda r: _ms(r.get("forward"))),
     ("train step ms: median (min-max)", lambda r: _ms(r.get("train"))),
@@ -578,7 +602,8 @@ def markdown_table(rows: list[dict[str, Any]], columns=SCAN_COLUMNS) -> str:
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in rows:
         if "skipped" in row:
-            cells = [row["model"], f"{row['size']}x{row['size']}", row["unroll"], row["skipped"]]
+            cells = [row["model"], f"{row['size']}x{row['size']}", row.get("schedule", "")]
+            cells += [row["unroll"], row["skipped"]]
             cells += [""] * (len(names) - len(cells))
         else:
             cells = [cell(row) for _, cell in columns]
@@ -598,7 +623,8 @@ def write_markdown(path: str, header: dict[str, Any], rows: list[dict[str, Any]]
     for key in ("xla_flags", "glibc_tunables"):
         if machine.get(key):
             lines.append(f"- {key.upper()}: `{machine[key]}`")
-    for key in ("command", "matmul_peak", "flops", "memory", "timing", "notes"):
+    keys = ("command", "matmul_peak", "flops", "memory", "sequential_steps", "timing", "notes")
+    for key in keys:
         if key in header:
             value = header[key]
             if isinstance(value, dict):

@@ -80,6 +80,12 @@ def get_config() -> ml_collections.ConfigDict:
     # for the backward pass and recomputes the rest, trading compute for activation memory
     # (see `python -m experiments.model_summary` for what fits). Same parameter tree.
     config.model.remat = False
+    # How the recurrences are laid out, never what they compute or their parameters:
+    # 'throughput' (one loop per layer and direction, the layout XLA:CPU runs fastest),
+    # 'latency' (the fewest sequential steps: the Row LSTM's layers in one scan over rows,
+    # the Diagonal BiLSTM's directions in one loop; for accelerators, where every loop step
+    # costs launches) or 'auto' ('throughput' on CPU, 'latency' on GPU and TPU).
+    config.model.schedule = "auto"
     # Multi-Scale PixelRNN only (model.name = 'multiscale', pixel_rnn_jax/multiscale.py);
     # ignored by the other models. The conditional network uses the model fields above.
     config.model.multiscale = ml_collections.ConfigDict()

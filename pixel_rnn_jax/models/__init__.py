@@ -46,6 +46,11 @@ def default_model_config() -> ml_collections.ConfigDict:
     # optimiser state, LSTM states, logits and the likelihood stay float32.
     config.dtype = "float32"
     config.remat = False  # recompute each body unit in the backward pass (less memory)
+    # Recurrence layout: 'throughput' (one loop per layer: XLA:CPU's fastest), 'latency' (the
+    # fewest sequential steps: every Row LSTM layer in one scan over rows, both Diagonal
+    # BiLSTM directions in one loop) or 'auto' (per backend: `recurrence.resolve_schedule`).
+    # The parameters do not depend on it.
+    config.schedule = "auto"
     # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.
     config.multiscale = multiscale.default_multiscale_config()
     return config

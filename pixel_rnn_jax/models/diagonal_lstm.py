@@ -6,9 +6,15 @@ previous skewed column reads the pixel to the left (row r) and the pixel above (
 The right-to-left direction runs on the mirrored map; its output is mirrored back and
 shifted down one row before it is added, so it only ever carries completed rows.
 
-For speed (WORKSPACE_NOTES.md, benchmark section): the layer skews its 2h-feature input and
-computes the gates in the skewed frame, the two directions are independent loops, and each
-sweep runs in phases that skip the rows of a column that hold no pixel (`sweep_columns`).
+The layer skews its 2h-feature input and computes the gates in the skewed frame. How the
+sweeps run is the model's schedule (`recurrence.resolve_schedule`), the parameters and the
+function being the same under both:
+- 'throughput' (XLA:CPU's fastest, WORKSPACE_NOTES.md): the two directions are independent
+  loops, and each runs in phases that skip the rows of a column that hold no pixel
+  (`sweep_columns`): 2 x phases loops of W + H - 1 steps in all, forward and backward.
+- 'latency' (the fewest sequential steps): both directions in one loop, their states and
+  kernels stacked on a leading axis, over every row (`sweep_stacked`): one loop of
+  W + H - 1 steps forward and one backward.
 """
 
 from __future__ import annotations
@@ -321,12 +327,67 @@ def diagonal_bilstm(
     )
 
 
+def stacked_state_to_gates(state_kernels: jax.Array, hidden: jax.Array) -> jax.Array:
+    """`diagonal_state_to_gates` of both directions at once, each with its own kernel.
+
+    The leading axis holds the directions interleaved, direction fastest: one step's state is
+    [2, ...] (left-to-right, right-to-left), and the backward sweep of `lstm_sweep` folds the
+    time axis into it ([T * 2, ...], time-major) for the kernel gradient, which this reads
+    the same way.
+
+    Args:
+      state_kernels: [2, 2 * hidden, 4 * hidden], left-to-right then right-to-left.
+      hidden: [n * 2, batch, height, hidden] hidden states of previous skewed columns.
+
+    Returns:
+      [n * 2, batch, height, 4 * hidden] state-to-state gate pre-activations.
+    """
+    lead, *rest = hidden.shape
+    paired = hidden.reshape(lead // 2, 2, *rest)  # [n, direction, batch, height, h]
+    # Row r - 1 of the previous column, zeros entering at the top (see the one-direction form).
+    above = jnp.pad(paired, ((0, 0), (0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :, :-1]
+    inputs = jnp.concatenate([above, paired], axis=-1).astype(state_kernels.dtype)
+    gates = jnp.einsum("ndbrk,dkg->ndbrg", inputs, state_kernels)
+    return gates.reshape(lead, *gates.shape[2:])
+
+
+def sweep_stacked(
+    columns: jax.Array,
+    state_kernels: jax.Array,
+    width: int,
+    unroll: recurrence.Unroll = 1,
+) -> jax.Array:
+    """Both directions' Diagonal LSTMs as one loop over the skewed columns (all rows).
+
+    Args:
+      columns: [width + height - 1, 2, batch, height, 4h]: each direction's input-to-state
+        pre-activations in `to_columns` layout (the right-to-left one of the mirrored map);
+        values off the image are ignored (treated as zero).
+      state_kernels: [2, 2h, 4h].
+      width: image width.
+      unroll: see `recurrence.parse_unroll`.
+
+    Returns:
+      hidden states [width + height - 1, 2, batch, height, h]; off the image they are
+      unspecified (`from_columns` drops them).
+    """
+    num_columns, directions, batch, height, four_h = columns.shape
+    chex.assert_equal(num_columns, width + height - 1)
+    zeros = jnp.zeros((directions, batch, height, four_h // NUM_GATES), jnp.float32)
+    valid = jnp.asarray(valid_columns(height, width)[:, None])  # [T, 1, 1, height, 1]
+    hidden, _, _ = lstm_sweep(
+        stacked_state_to_gates, state_kernels, columns, zeros, zeros, unroll, valid
+    )
+    return hidden
+
+
 def bilstm_over_columns(
     left_columns: jax.Array,
     right_columns: jax.Array,
     state_kernels: jax.Array,
     width: int,
     unroll: recurrence.Unroll = 1,
+    schedule: str = "throughput",
 ) -> jax.Array:
     """`diagonal_bilstm` from both directions' gates already in column form.
 
@@ -337,13 +398,20 @@ def bilstm_over_columns(
       state_kernels: [2, 2h, 4h].
       width: image width.
       unroll: see `recurrence.parse_unroll`.
+      schedule: 'throughput' (two loops, each in phases) or 'latency' (one loop of both).
 
     Returns:
       [batch, height, width, h], as `diagonal_bilstm`.
     """
+    if schedule == "latency":
+        # One loop: the directions stacked on the axis after time, each with its own kernel.
+        stacked = jnp.stack([left_columns, right_columns], axis=1)
+        hidden = sweep_stacked(stacked, state_kernels, width, unroll)
+        left, right = (from_columns(hidden[:, d], width) for d in range(2))
+        return left + shift_down(right[:, :, ::-1])
     # Two independent recurrences rather than one vmapped over the direction: vmap turns the
     # sweeps' matmuls into batched dots with transposes and needs the directions' inputs
-    # stacked (two loops were faster; measured in WORKSPACE_NOTES.md).
+    # stacked (two loops were faster on XLA:CPU; measured in WORKSPACE_NOTES.md).
     left, right = (
         from_columns(sweep_columns(columns, kernel, width, unroll), width)
         for kernel, columns in ((state_kernels[0], left_columns), (state_kernels[1], right_columns))
@@ -365,6 +433,7 @@ class DiagonalBiLSTMLayer(nn.Module):
     unroll: recurrence.Unroll = 1  # lax.scan unroll factor, 'full' or 'python'
     full_context: bool = False  # right-to-left direction also sees the image (see above)
     dtype: Any = jnp.float32  # compute dtype of the convolutions and the state-to-state product
+    schedule: str = "throughput"  # 'throughput' or 'latency' (module docstring)
 
     @nn.compact
     def __call__(
@@ -434,7 +503,12 @@ class DiagonalBiLSTMLayer(nn.Module):
         )
         # The kernels in the compute dtype: the sweeps' state-to-state products run in it.
         hidden = bilstm_over_columns(
-            left_gates, right_gates, state_kernels.astype(self.dtype), width, self.unroll
+            left_gates,
+            right_gates,
+            state_kernels.astype(self.dtype),
+            width,
+            self.unroll,
+            self.schedule,
         )
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
@@ -448,6 +522,7 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
         unroll=model.unroll,
         full_context=model.full_context,
         dtype=model.dtype,
+        schedule=model.schedule,
         parent=None,
     )
     return residual.recurrent_unit(model, KIND, index, layer)

@@ -38,11 +38,15 @@ class Body(NamedTuple):
     make_unit: Callable[[nn.Module, int], nn.Module]
     # Its cached evaluation for `sampling.cached`.
     cached: incremental.CachedBody
+    # The whole body under the 'latency' schedule when it is not unit by unit: (model,
+    # params, x, conditioning, one-hot labels) -> every unit's output, from the parameters
+    # the units create. None: the units run either schedule themselves (or have no loop).
+    latency_stack: Callable[..., list[jax.Array]] | None = None
 
 
 # The body kinds by model name: each module defines its unit and its cached body together.
 BODIES: dict[str, Body] = {
-    row_lstm.KIND: Body(row_lstm.make_unit, row_lstm.CACHED_BODY),
+    row_lstm.KIND: Body(row_lstm.make_unit, row_lstm.CACHED_BODY, row_lstm.stack_over_rows),
     diagonal_lstm.KIND: Body(diagonal_lstm.make_unit, diagonal_lstm.CACHED_BODY),
     pixelcnn.KIND: Body(pixelcnn.make_unit, pixelcnn.CACHED_BODY),
 }
@@ -66,6 +70,7 @@ class PixelRNN(nn.Module):
     num_classes: int = 0  # > 0: class-conditional, p(x | y) for labels y in [0, num_classes)
     dtype: Any = jnp.float32  # compute dtype of convolutions and matmuls (params: float32)
     remat: bool = False  # recompute each body unit in the backward pass (jax.checkpoint)
+    schedule: str = "throughput"  # recurrence layout: 'throughput' or 'latency' (recurrence.py)
 
     def __call__(self, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         """Logits for integer `images` [batch, height, width, channels] in [0, num_levels).
@@ -107,17 +112,26 @@ class PixelRNN(nn.Module):
         x = layers.MaskedConv2D(
             2 * self.hidden_dim, (k, k), "A", num_groups=groups, dtype=self.dtype, name=INPUT_CONV
         )(inputs)
-        make_unit = BODIES[self.name_in_registry].make_unit
-        skips = []
-        for index in range(self.num_layers):
-            x = make_unit(self, index)(
-                x, inputs, conditioning=conditioning, labels_one_hot=labels_one_hot
+        body = BODIES[self.name_in_registry]
+        if self.schedule == "latency" and body.latency_stack and not self.is_initializing():
+            # The units' parameters read by name from this model's tree (init creates them
+            # through the units below: one parameter tree under every schedule).
+            unit_outputs = body.latency_stack(
+                self, self.variables["params"], x, conditioning, labels_one_hot
             )
-            if self.use_skip:
-                skips.append(
-                    layers.masked_1x1(2 * self.hidden_dim, groups, skip_name(index), self.dtype)(x)
+        else:
+            unit_outputs = []
+            for index in range(self.num_layers):
+                x = body.make_unit(self, index)(
+                    x, inputs, conditioning=conditioning, labels_one_hot=labels_one_hot
                 )
-        features = layers.sum_features(skips) if self.use_skip else x
+                unit_outputs.append(x)
+        skips = [
+            layers.masked_1x1(2 * self.hidden_dim, groups, skip_name(index), self.dtype)(output)
+            for index, output in enumerate(unit_outputs)
+            if self.use_skip
+        ]
+        features = layers.sum_features(skips) if self.use_skip else unit_outputs[-1]
         logits = layers.OutputStack(
             self.num_channels, self.num_levels, self.output_dim, self.dtype, name=OUTPUT_STACK
         )(features)
@@ -141,6 +155,7 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
             f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}."
         )
     dtype = layers.compute_dtype(config.dtype)
+    schedule = recurrence.resolve_schedule(config.schedule)
     if config.hidden_dim < config.num_channels or config.output_dim < config.num_channels:
         raise ValueError(
             f"hidden_dim ({config.hidden_dim}) and output_dim ({config.output_dim}) must be at "
@@ -162,6 +177,7 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
         num_classes=num_classes,
         dtype=dtype,
         remat=bool(config.remat),
+        schedule=schedule,
     )
 
 

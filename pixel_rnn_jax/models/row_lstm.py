@@ -1,9 +1,14 @@
 """Row LSTM: a recurrence over image rows with k x 1 convolutions along the row.
 
-The input-to-state part is a 1 x k mask-B convolution computed for the whole map at once
-(on the rows-first layout the recurrence scans); only the state-to-state part, a 1 x k
-unmasked convolution of the previous row's hidden state, runs inside the recurrence. The
-context of a pixel is a triangle above it.
+The context of a pixel is a triangle above it. Two schedules (`recurrence.resolve_schedule`)
+compute the same function from the same parameters:
+- 'throughput' (`RowLSTMLayer`): per layer, the input-to-state part, a 1 x k mask-B
+  convolution, is computed for the whole map at once (on the rows-first layout the
+  recurrence scans); only the state-to-state part, a 1 x k unmasked convolution of the
+  previous row's hidden state, runs inside the recurrence, one sweep of H steps per layer
+  with a hand-written backward sweep (`lstm_cell.lstm_sweep`): L x H steps each way.
+- 'latency' (`stack_over_rows`): one scan over the rows runs every layer for that row, so
+  a pass is H sequential steps whatever the depth (differentiated by autodiff of the scan).
 """
 
 from __future__ import annotations
@@ -155,6 +160,105 @@ class RowLSTMLayer(nn.Module):
         hidden = jnp.swapaxes(hidden_rows, 0, 1)
         chex.assert_shape(hidden, (*x.shape[:3], self.hidden_dim))
         return hidden
+
+
+def stack_over_rows(
+    model: nn.Module,
+    params: incremental.Params,
+    x: jax.Array,
+    conditioning: jax.Array | None = None,
+    labels_one_hot: jax.Array | None = None,
+) -> list[jax.Array]:
+    """Every Row LSTM unit of `model` in ONE scan over rows: the 'latency' schedule.
+
+    Row i of every layer depends only on row i of the layer below and row i - 1 of its own
+    states, so step i runs, for each layer in turn, the 1 x k mask-B input-to-state
+    convolution of row i, the state-to-state product of row i - 1, the cell, the unit's
+    output 1x1 and the residual: H sequential steps a pass instead of L x H. What holds no
+    pixel of the input (conditioning and class embeddings) is computed whole-image before
+    the scan. Differentiated by autodiff of the scan (one reverse loop of H steps); with
+    `model.remat` the step is rematerialised (only the carried states and the rows are kept).
+
+    Args:
+      model: the `PixelRNN` (its layers, sizes, dtype, unroll, remat and residual fields).
+      params: its parameters; the units are read by their names (`residual.unit_params`),
+        the same tree `RowLSTMLayer` units create.
+      x: [batch, height, width, 2h] output of the mask-A input convolution.
+      conditioning: optional [batch, height, width, c] map known in full (multi-scale).
+      labels_one_hot: optional [batch, num_classes] class codes.
+
+    Returns:
+      The units' outputs, `num_layers` arrays [batch, height, width, 2h]: what the units
+      of the 'throughput' schedule return.
+    """
+    dtype, groups = model.dtype, model.num_channels
+    units = residual.unit_params(params, KIND, model.num_layers)
+
+    def masked(conv, num_gates=1):
+        kernel, taps = layers.masked_kernel(conv["kernel"], "B", groups, num_gates)
+        return kernel.astype(dtype), taps, conv["bias"].astype(dtype)
+
+    inputs = [masked(unit[residual.LAYER][INPUT_TO_STATE], NUM_GATES) for unit in units]
+    outputs = [masked(unit[residual.OUTPUT]) for unit in units]
+    state_kernels = [unit[residual.LAYER][STATE_TO_STATE].astype(dtype) for unit in units]
+    rows_of = lambda image: jnp.swapaxes(image, 0, 1)  # [height, batch, width, features]
+    conditioning_rows = None
+    if conditioning is not None:
+        # [height, layers, batch, width, 4h]: scanned over with the rows.
+        conditioning_rows = jnp.stack(
+            [
+                layers.matmul_2d(
+                    rows_of(conditioning),
+                    unit[residual.LAYER][CONDITIONING]["kernel"].astype(dtype),
+                )
+                for unit in units
+            ],
+            axis=1,
+        )
+    class_gates = None
+    if labels_one_hot is not None:
+        class_gates = [  # [batch, 4h] per layer, the same on every row
+            layers.matmul_2d(
+                labels_one_hot, unit[residual.LAYER][CLASS_EMBEDDING]["kernel"].astype(dtype)
+            )
+            for unit in units
+        ]
+
+    def step(carry, row_inputs):
+        hiddens, cells = carry  # per layer, float32 [batch, width, h] of the row above
+        row, conditioning_row = row_inputs  # [batch, width, 2h], [layers, batch, width, 4h]
+        new_hiddens, new_cells, row_outputs = [], [], []
+        for index in range(model.num_layers):
+            kernel, taps, bias = inputs[index]
+            gates = layers.conv_as_matmul(row[:, None], kernel, taps, out_dtype=dtype)[:, 0]
+            gates = gates + bias
+            if conditioning_row is not None:
+                gates = gates + conditioning_row[index]
+            if class_gates is not None:
+                gates = gates + class_gates[index][:, None]
+            # Summed in float32, the product in the compute dtype, as in the sweep.
+            state = row_state_to_gates(state_kernels[index], hiddens[index].astype(dtype))
+            hidden, cell = lstm_cell(
+                gates.astype(jnp.float32) + state.astype(jnp.float32), cells[index]
+            )
+            new_hiddens.append(hidden)
+            new_cells.append(cell)
+            out_kernel, _, out_bias = outputs[index]
+            row = residual.residual(
+                model, row, layers.matmul_2d(hidden, out_kernel[0, 0]) + out_bias
+            )
+            row_outputs.append(row)
+        return (new_hiddens, new_cells), jnp.stack(row_outputs)
+
+    batch, _, width, _ = x.shape
+    zeros = [jnp.zeros((batch, width, model.hidden_dim), jnp.float32)] * model.num_layers
+    if model.remat:
+        step = jax.checkpoint(step)
+    _, rows = recurrence.run_recurrence(
+        step, (zeros, zeros), (rows_of(x), conditioning_rows), model.unroll
+    )  # [height, layers, batch, width, 2h]
+    stacked = jnp.transpose(rows, (1, 2, 0, 3, 4))  # [layers, batch, height, width, 2h]
+    return list(stacked)
 
 
 def make_unit(model: nn.Module, index: int) -> nn.Module:

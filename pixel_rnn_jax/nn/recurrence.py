@@ -2,6 +2,12 @@
 
 All settings compute the same function; they differ in compile time, memory and speed, which
 is what `experiments/benchmark.py` measures.
+
+A schedule (`config.model.schedule`) says how a model lays its recurrences out: 'throughput'
+runs one loop per layer and direction with the most work per step (the layout XLA:CPU runs
+fastest), 'latency' the fewest sequential steps (every loop iteration costs launches and
+loop control on an accelerator whatever its work). 'auto' picks one per backend
+(`resolve_schedule`). A schedule never changes the parameters or the function.
 """
 
 from __future__ import annotations
@@ -27,6 +33,31 @@ def parse_unroll(unroll: Unroll) -> int | bool | str:
     if isinstance(unroll, int) and not isinstance(unroll, bool) and unroll >= 1:
         return unroll
     raise ValueError(f"unroll must be {UNROLL_CHOICES}; got {unroll!r}.")
+
+
+SCHEDULES = ("throughput", "latency")
+SCHEDULE_CHOICES = "'auto', 'throughput' or 'latency'"
+# What 'auto' picks per backend. Accelerators get 'latency' until a measurement on one (the
+# accelerator suite times both) says otherwise; backends not listed get 'throughput'.
+AUTO_SCHEDULE = {"cpu": "throughput", "gpu": "latency", "cuda": "latency", "tpu": "latency"}
+
+
+def resolve_schedule(schedule: str, backend: str | None = None) -> str:
+    """'throughput' or 'latency' for a `config.model.schedule` value.
+
+    Args:
+      schedule: 'auto', 'throughput' or 'latency'.
+      backend: the platform 'auto' resolves for; default `jax.default_backend()`.
+
+    Returns:
+      One of `SCHEDULES`; ValueError for any other value.
+    """
+    if schedule in SCHEDULES:
+        return schedule
+    if schedule != "auto":
+        raise ValueError(f"model.schedule must be {SCHEDULE_CHOICES}; got {schedule!r}.")
+    backend = backend or jax.default_backend()
+    return AUTO_SCHEDULE.get(backend, "throughput")
 
 
 def run_recurrence(
