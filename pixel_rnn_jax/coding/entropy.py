@@ -1,0 +1,140 @@
+"""The entropy coder: quantised probability tables and one range coder per image.
+
+The coder is `constriction`'s range coder (`constriction.stream.queue`), which keeps the
+order of the symbols, so the encoder can write each position as the walk reaches it, just as
+the decoder must read it. What both sides give the coder is a pure function of the model's
+float32 logits, computed here in numpy on the host:
+
+  logits (float32) -> float64 softmax (a sigmoid for a Bernoulli logit) -> integer
+  frequencies, each >= 1, summing to exactly `TOTAL` = 2^24 (floor, then the rest to the
+  most likely level) -> float32 tables of those integers (exact: every value < 2^24).
+
+constriction rescales a table by its sum (a power of two, so exactly) and re-quantises it to
+its own 24-bit fixed point with `perfect=False`: deterministic integer-derived code, the
+same on both sides for the same integers. The floor of 1 keeps every level codable.
+
+A coded stream ends at the shortest byte string that still decodes: the range coder seals
+with a point of its final interval written as whole 32-bit words; `terminate` rounds that
+point up to the fewest bytes that stay inside the interval (the encoder's `pos()` gives the
+interval), which leaves on average under a byte of overhead instead of 2-4. The decoder pads
+the bytes with zeros back to whole words; constriction reads words past the end as zeros.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+TOTAL = 1 << 24  # every frequency table sums to this; constriction's precision is 24 bits
+# The family of categorical models whose table is given per symbol (lazy construction; the
+# `perfect=False` quantisation is part of the format: encoder and decoder must agree on it).
+_MODEL = constriction.stream.model.Categorical(perfect=False)
+_WORD_BITS = 32
+_STATE_MASK = (1 << 64) - 1  # the range coder's state is 64 bits: two words
+
+
+def frequencies(logits: np.ndarray, num_levels: int) -> np.ndarray:
+    """Integer frequency tables of one sub-pixel per image, from the model's logits.
+
+    Deterministic for given float32 logits and array shape (numpy, float64, on the host).
+
+    Args:
+      logits: float32 [batch] Bernoulli logits (num_levels == 2) or [batch, num_levels].
+      num_levels: 2 or the number of categorical levels.
+
+    Returns:
+      int64 [batch, num_levels], every entry >= 1, every row summing to `TOTAL`.
+    """
+    x = np.asarray(logits, np.float64)
+    if num_levels == 2:
+        x = np.stack([np.zeros_like(x), x], axis=-1)  # softmax([0, l]) = [1 - s(l), s(l)]
+    x = x - x.max(axis=-1, keepdims=True)
+    p = np.exp(x)
+    p /= p.sum(axis=-1, keepdims=True)
+    counts = np.floor(p * (TOTAL - num_levels)).astype(np.int64) + 1
+    rows = np.arange(counts.shape[0])
+    counts[rows, np.argmax(p, axis=-1)] += TOTAL - counts.sum(axis=-1)
+    return counts
+
+
+def coder_tables(logits: np.ndarray, num_levels: int) -> np.ndarray:
+    """`frequencies` as the float32 tables given to constriction (exact integers)."""
+    return frequencies(logits, num_levels).astype(np.float32)
+
+
+def ideal_bits(logits: np.ndarray, symbols: np.ndarray, num_levels: int) -> np.ndarray:
+    """-log2 of each symbol's quantised probability: what the coder spends, before its ends."""
+    counts = frequencies(logits, num_levels)
+    chosen = counts[np.arange(counts.shape[0]), np.asarray(symbols)]
+    return np.log2(TOTAL) - np.log2(chosen)
+
+
+class Encoder:
+    """One image's stream: `encode` each position in coding order, then `finish`."""
+
+    def __init__(self):
+        self._coder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, symbol: np.ndarray, table: np.ndarray) -> None:
+        """Writes one symbol (int32 [1]) under its table (float32 [1, levels])."""
+        self._coder.encode(symbol, _MODEL, table)
+
+    def finish(self) -> bytes:
+        """The stream as the shortest byte string that decodes to the same symbols."""
+        return terminate(self._coder)
+
+
+class Decoder:
+    """Reads one image's stream back, one symbol per call, under the encoder's tables."""
+
+    def __init__(self, payload: bytes):
+        padded = payload + b"\0" * (-len(payload) % 4)
+        self._coder = constriction.stream.queue.RangeDecoder(
+            np.frombuffer(padded, ">u4").astype(np.uint32)
+        )
+
+    def decode(self, table: np.ndarray) -> int:
+        """The next symbol under `table` (float32 [1, levels]).
+
+        Raises:
+          ValueError: the stream is not one the encoder can have written (a damaged file);
+            constriction reports it as an AssertionError, which is converted here.
+        """
+        try:
+            return int(self._coder.decode(_MODEL, table)[0])
+        except AssertionError as error:
+            raise ValueError(f"invalid compressed data ({error})") from None
+
+
+def terminate(coder) -> bytes:
+    """The range coder's words as big-endian bytes, cut to the shortest valid ending.
+
+    `get_compressed()` ends with the seal: one or two words holding a point P of the final
+    interval [lower, lower + range) of the 64-bit state window, and (by construction of the
+    seal) nothing after it. Any P' >= P with P' - lower < range decodes the same symbols, and
+    a P' whose low bytes are zero can drop them (the decoder reads missing bytes as zeros).
+    When the words do not have that shape, they are kept whole: a few bytes more, never a
+    wrong stream.
+
+    Args:
+      coder: a `constriction.stream.queue.RangeEncoder` after its last symbol.
+
+    Returns:
+      The bytes to store.
+    """
+    words = coder.get_compressed()
+    position, (lower, size) = coder.pos()
+    whole = words.astype(">u4").tobytes()
+    seal = [int(word) for word in words[position:]]
+    if not 1 <= len(seal) <= 2:
+        return whole
+    point = seal[0] << _WORD_BITS | (seal[1] if len(seal) == 2 else 0)
+    offset = (point - lower) & _STATE_MASK
+    if offset >= size:
+        return whole
+    for keep in range(9):  # bytes of the 64-bit window kept after the settled words
+        unit = 1 << (8 * (8 - keep))
+        rounded = -(-point // unit) * unit
+        if rounded <= _STATE_MASK and offset + (rounded - point) < size:
+            return whole[: 4 * position] + rounded.to_bytes(8, "big")[:keep]
+    return whole
