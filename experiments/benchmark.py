@@ -13,6 +13,10 @@ Suites (`--suite`):
             steps of the CIFAR-size models, bfloat16 vs float32 on MNIST, sampling and
             devices tables (`experiments.benchmarks.accelerator`); `--tiny` (default on a
             CPU) runs it at seconds-long sizes; `--sections` picks sections.
+  compression  a trained model's .prnn files against its NLL, PNG, WebP, JPEG-XL and JPEG-LS,
+            and encode/decode images/s (`experiments.benchmarks.compression`): `--config`
+            and `--workdir` name the runs (comma-separated lists, paired), `--which`,
+            `--dataset` (default each run's own), `--split`, `--num`.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
@@ -20,6 +24,8 @@ Examples:
   python -m experiments.benchmark --output /tmp/b --suite=devices --quick --device_counts=1,2 \
       --models=row_lstm,diagonal_bilstm --repeats=10
   python -m experiments.benchmark --output /tmp/b --suite=accelerator
+  python -m experiments.benchmark --output benchmark_results --suite=compression \
+      --config=row_lstm_mnist --workdir=workdirs/row_lstm_mnist --num=1000
   python -m experiments.benchmark --output /tmp/b --dtypes=float32,bfloat16 --remat=false,true \
       --sizes=32,64 --unroll_big=1
 
@@ -41,14 +47,17 @@ import jax
 from absl import app, flags, logging
 
 from experiments import cli
-from experiments.benchmarks import accelerator, devices, memory, sampling, scan
+from experiments.benchmarks import accelerator, compression, devices, memory, sampling, scan
 from pixel_rnn_jax.nn import recurrence
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Directory for the JSON and Markdown result files.")
 flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[_quick].")
 flags.DEFINE_enum(
-    "suite", "scan", ["scan", "sampling", "devices", "accelerator"], "Which benchmark to run."
+    "suite",
+    "scan",
+    ["scan", "sampling", "devices", "accelerator", "compression"],
+    "Which benchmark to run.",
 )
 flags.DEFINE_bool("tiny", None, "--suite=accelerator: seconds-long sizes (default: on a CPU only).")
 flags.DEFINE_list(
@@ -73,6 +82,12 @@ flags.DEFINE_integer("peak_size", 2048, "Side of the float32 matmul that measure
 flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "--suite=devices: device counts.")
 flags.DEFINE_list("dtypes", ["float32"], "--suite=scan: model compute dtypes (bfloat16 too).")
 flags.DEFINE_list("remat", ["false"], "--suite=scan: rematerialisation settings (false, true).")
+flags.DEFINE_list("config", [], "--suite=compression: config names of the trained runs.")
+flags.DEFINE_list("workdir", [], "--suite=compression: their workdirs (same order).")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "--suite=compression: which checkpoint.")
+flags.DEFINE_string("dataset", None, "--suite=compression: dataset (default: each run's own).")
+flags.DEFINE_string("split", None, "--suite=compression: split (default: the reported one).")
+flags.DEFINE_integer("num", 1000, "--suite=compression: the first N images of the split.")
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 
@@ -175,7 +190,27 @@ def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
     )
 
 
-SUITES = {"scan": run_scan, "sampling": run_sampling, "devices": run_devices}
+def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
+    """The compression suite: `benchmarks.compression.run_suite` over the named runs."""
+    if not FLAGS.config:
+        raise app.UsageError("--suite=compression needs --config=NAME[,NAME] --workdir=DIR[,DIR].")
+    return compression.run_suite(
+        FLAGS.config,
+        FLAGS.workdir,
+        which=FLAGS.which,
+        dataset=FLAGS.dataset,
+        split=FLAGS.split,
+        num=64 if quick else FLAGS.num,
+        log=log,
+    )
+
+
+SUITES = {
+    "scan": run_scan,
+    "sampling": run_sampling,
+    "devices": run_devices,
+    "compression": run_compression,
+}
 
 
 def main(argv):
@@ -231,6 +266,7 @@ def present_flags() -> list[str]:
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
     names += ("batch_size", "dtypes", "remat", "tiny", "sections")
     names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
+    names += ("config", "workdir", "which", "dataset", "split", "num")
     given = []
     for name in names:
         if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:

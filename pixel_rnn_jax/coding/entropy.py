@@ -75,9 +75,9 @@ class Encoder:
     def __init__(self):
         self._coder = constriction.stream.queue.RangeEncoder()
 
-    def encode(self, symbol: np.ndarray, table: np.ndarray) -> None:
-        """Writes one symbol (int32 [1]) under its table (float32 [1, levels])."""
-        self._coder.encode(symbol, _MODEL, table)
+    def encode(self, symbols: np.ndarray, tables: np.ndarray) -> None:
+        """Writes symbols (int32 [n]) in order, each under its table (float32 [n, levels])."""
+        self._coder.encode(symbols, _MODEL, tables)
 
     def finish(self) -> bytes:
         """The stream as the shortest byte string that decodes to the same symbols."""
