@@ -166,15 +166,16 @@ def test_damaged_truncated_and_foreign_files_are_reported_one_by_one(kinds, monk
     )
     damaged_checksum = bytearray(good)
     damaged_checksum[container.header_size(container.unpack(good)[0]) - 1] ^= 1
+    truncated = [second[:-cut] for cut in range(1, len(container.unpack(second)[1]) + 1)]
     results = kind.decompress(
-        [good, bytes(changed), second[:-3], second[:9], foreign, bytes(damaged_checksum), b"GIF8"]
+        [good, bytes(changed), second[:9], foreign, bytes(damaged_checksum), b"GIF8", *truncated]
     )
     np.testing.assert_array_equal(results[0].image, kind.images[0])
-    for result in results[1:3] + results[5:6]:
+    for result in results[1:2] + results[4:5] + results[6:]:  # every truncation is caught
         assert result.image is None and "damaged or truncated" in result.error
-    assert "truncated header" in results[3].error
-    assert f"made by model 00000000, not by this model {kind.fingerprint.hex()}" in results[4].error
-    assert "not a .prnn file" in results[6].error
+    assert "truncated header" in results[2].error
+    assert f"made by model 00000000, not by this model {kind.fingerprint.hex()}" in results[3].error
+    assert "not a .prnn file" in results[5].error
     # A foreign file is refused before any decoding.
     monkeypatch.setattr(lockstep, "decode", lambda *a, **k: pytest.fail("decoded"))
     assert "made by model" in kind.decompress([foreign])[0].error

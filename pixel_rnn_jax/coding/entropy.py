@@ -14,8 +14,8 @@ its own 24-bit fixed point with `perfect=False`: deterministic integer-derived c
 same on both sides for the same integers. The floor of 1 keeps every level codable.
 
 A coded stream ends at the shortest byte string that still decodes: the range coder seals
-with a point of its final interval written as whole 32-bit words; `terminate` rounds that
-point up to the fewest bytes that stay inside the interval (the encoder's `pos()` gives the
+with a point of its final interval written as whole 32-bit words; `terminate` replaces it
+by the point of the interval with the fewest bytes (the encoder's `pos()` gives the
 interval), which leaves on average under a byte of overhead instead of 2-4. The decoder pads
 the bytes with zeros back to whole words; constriction reads words past the end as zeros.
 """
@@ -109,12 +109,16 @@ class Decoder:
 def terminate(coder) -> bytes:
     """The range coder's words as big-endian bytes, cut to the shortest valid ending.
 
-    `get_compressed()` ends with the seal: one or two words holding a point P of the final
-    interval [lower, lower + range) of the 64-bit state window, and (by construction of the
-    seal) nothing after it. Any P' >= P with P' - lower < range decodes the same symbols, and
-    a P' whose low bytes are zero can drop them (the decoder reads missing bytes as zeros).
-    When the words do not have that shape, they are kept whole: a few bytes more, never a
-    wrong stream.
+    `get_compressed()` ends with the seal: one or two words holding a point of the final
+    interval [lower, lower + range) of the 64-bit state window; the words before it are
+    settled. Any point of the interval decodes the same symbols, so the seal is replaced by
+    the fewest leading bytes of the window that, followed by zeros, fall in the interval: the
+    smallest multiple of 2^(8 (8 - k)) at or above `lower`, for the smallest k. (If the
+    interval wraps past 2^64 and the seal carried into the settled words, the wrapped point
+    0 is in it: no byte at all.) Trailing zero bytes are dropped too: the decoder reads them
+    back as zeros. So no shorter prefix of the result is a valid stream: a truncated file
+    decodes to other symbols. When the words do not have the expected shape they are kept
+    whole: a few bytes more, never a wrong stream.
 
     Args:
       coder: a `constriction.stream.queue.RangeEncoder` after its last symbol.
@@ -129,12 +133,14 @@ def terminate(coder) -> bytes:
     if not 1 <= len(seal) <= 2:
         return whole
     point = seal[0] << _WORD_BITS | (seal[1] if len(seal) == 2 else 0)
-    offset = (point - lower) & _STATE_MASK
-    if offset >= size:
+    if (point - lower) & _STATE_MASK >= size:
         return whole
+    settled = whole[: 4 * position]
+    if point < lower:  # the seal wrapped past 2^64 and carried into the settled words
+        return settled.rstrip(b"\0")
     for keep in range(9):  # bytes of the 64-bit window kept after the settled words
         unit = 1 << (8 * (8 - keep))
-        rounded = -(-point // unit) * unit
-        if rounded <= _STATE_MASK and offset + (rounded - point) < size:
-            return whole[: 4 * position] + rounded.to_bytes(8, "big")[:keep]
+        candidate = -(-lower // unit) * unit
+        if candidate <= _STATE_MASK and candidate < lower + size:
+            return (settled + candidate.to_bytes(8, "big")[:keep]).rstrip(b"\0")
     return whole

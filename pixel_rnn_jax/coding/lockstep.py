@@ -81,9 +81,8 @@ class _EncodeSession(_Session):
     def step(self, coded, logits, current):
         values = np.asarray(current, np.int32)
         if coded:
-            self.pending.append(
-                (values[: len(self.coders)], entropy.coder_tables(logits, self.num_levels))
-            )
+            symbols = values[: len(self.coders)].copy()  # the callback's buffer is not ours
+            self.pending.append((symbols, entropy.coder_tables(logits, self.num_levels)))
             if len(self.pending) == _FLUSH_POSITIONS:
                 self.flush()
         return values
