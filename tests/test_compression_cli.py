@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from experiments import configs
+from experiments.benchmarks import compression
 from pixel_rnn_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -62,3 +63,21 @@ def test_compress_report_then_decompress_a_directory_with_a_truncated_file(run, 
     for index in (0, 2):
         decoded = np.asarray(Image.open(pngs / f"test_{index:05d}.png"))
         np.testing.assert_array_equal(decoded, images[index, ..., 0].astype(np.uint8) * 255)
+
+
+def test_benchmark_suite_rows_on_the_trained_run(run):
+    workdir, _, _ = run
+    header, rows = compression.run_suite(
+        [CONFIG], [workdir], which="latest", num=3, log=lambda _: None
+    )
+    methods = [row["method"] for row in rows]
+    assert methods[:3] == ["model NLL", ".prnn payload (no header)", ".prnn file (header included)"]
+    assert set(methods[3:]) == {*compression.CODECS, *compression.BINARY_CODECS}
+    files_row = rows[2]
+    assert files_row["exact"] and files_row["images"] == 3
+    # (The payload can be below the NLL: a stream's final zero bytes are not stored, and the
+    # zeros the decoder reads instead code a final run of level 0 (background) for free.)
+    assert files_row["per_image"] > rows[1]["per_image"] > 0
+    assert files_row["jpegxl_per_image_ratio"] > 0 and files_row["decode_images_per_s"] > 0
+    assert all(row["tiled"] > 0 for row in rows[3:])
+    assert compression.tile(np.zeros((1000, 28, 28, 1))).shape == (700, 1120, 1)
