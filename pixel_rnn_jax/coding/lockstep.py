@@ -6,7 +6,8 @@ the host through `jax.experimental.io_callback`. The encoder's host step writes 
 value (given in the images) to each image's range coder and returns it; the decoder's host
 step reads each image's symbol from its stream and returns that. The logits of every
 position therefore come from the same compiled program fed the same earlier values, so
-both sides quantise identical float32 logits into identical tables (`entropy.frequencies`).
+both sides quantise identical float32 logits into identical tables (`entropy.frequencies`,
+in the same program).
 
 The batch is always `LOCKSTEP_BATCH` images, padded with zero images (and label 0), so that
 the compiled program, and with it every float rounding, is the same whatever the number of
@@ -58,10 +59,8 @@ _SESSIONS_LOCK = threading.Lock()
 class _Session:
     """What the host does at each position of one walk: encode or decode every image."""
 
-    def __init__(self, num_levels: int):
-        self.num_levels = num_levels
-
-    def step(self, coded: bool, logits: np.ndarray, current: np.ndarray) -> np.ndarray:
+    def step(self, coded: bool, tables: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """The values of one position: `tables` float32 [G, levels], `current` int32 [G]."""
         raise NotImplementedError
 
 
@@ -73,16 +72,16 @@ class _EncodeSession(_Session):
     one call per symbol), which costs a fraction of a call per symbol.
     """
 
-    def __init__(self, num_levels: int, count: int):
-        super().__init__(num_levels)
+    def __init__(self, count: int):
         self.coders = [entropy.Encoder() for _ in range(count)]
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def step(self, coded, logits, current):
+    def step(self, coded, tables, current):
         values = np.asarray(current, np.int32)
         if coded:
-            symbols = values[: len(self.coders)].copy()  # the callback's buffer is not ours
-            self.pending.append((symbols, entropy.coder_tables(logits, self.num_levels)))
+            # Copies: the callback's buffers are not ours to keep.
+            count = len(self.coders)
+            self.pending.append((values[:count].copy(), np.array(tables[:count])))
             if len(self.pending) == _FLUSH_POSITIONS:
                 self.flush()
         return values
@@ -91,7 +90,7 @@ class _EncodeSession(_Session):
         if not self.pending:
             return
         symbols = np.stack([values for values, _ in self.pending], axis=1)  # [count, positions]
-        tables = np.stack([tables for _, tables in self.pending], axis=1)  # [G, positions, K]
+        tables = np.stack([tables for _, tables in self.pending], axis=1)  # [count, positions, K]
         for index, coder in enumerate(self.coders):
             coder.encode(symbols[index], np.ascontiguousarray(tables[index]))
         self.pending = []
@@ -104,15 +103,13 @@ class _EncodeSession(_Session):
 class _DecodeSession(_Session):
     """Reads each real image's next symbol; a damaged stream stops only its own image."""
 
-    def __init__(self, num_levels: int, payloads: Sequence[bytes]):
-        super().__init__(num_levels)
+    def __init__(self, payloads: Sequence[bytes]):
         self.coders = [entropy.Decoder(payload) for payload in payloads]
         self.errors: list[str | None] = [None] * len(payloads)
 
-    def step(self, coded, logits, current):
+    def step(self, coded, tables, current):
         values = np.array(current, np.int32)  # padding slots and uncoded positions: as given
         if coded:
-            tables = entropy.coder_tables(logits, self.num_levels)
             for index, coder in enumerate(self.coders):
                 values[index] = 0
                 if self.errors[index] is None:
@@ -123,19 +120,26 @@ class _DecodeSession(_Session):
         return values
 
 
-def _on_host(session_id, coded, logits, current):
-    return _SESSIONS[int(session_id)].step(bool(coded), np.asarray(logits), np.asarray(current))
+def _on_host(session_id, coded, tables, current):
+    return _SESSIONS[int(session_id)].step(bool(coded), np.asarray(tables), np.asarray(current))
 
 
-def _host_choice(session_id, coded, logits, current):
-    """The value of a position, from the host session `session_id` (traced)."""
+def _host_choice(session_id, coded, logits, current, num_levels):
+    """The value of a position, from the host session `session_id` (traced).
+
+    The coder's tables are quantised here, in the compiled program, from the logits.
+    """
+    tables = entropy.coder_tables(logits, num_levels)
     result = jax.ShapeDtypeStruct(current.shape, jnp.int32)
-    return io_callback(_on_host, result, session_id, coded, logits, current, ordered=True)
+    return io_callback(_on_host, result, session_id, coded, tables, current, ordered=True)
 
 
 def _raster(model: PixelRNN, variables, images, labels, session_id):
     """Every position in raster-then-channel order, each one coded."""
-    choose = lambda position, logits, current: _host_choice(session_id, True, logits, current)
+
+    def choose(position, logits, current):
+        return _host_choice(session_id, True, logits, current, model.num_levels)
+
     images, _ = cached.run_incremental(model, variables, images, choose, labels=labels)
     return images
 
@@ -160,7 +164,7 @@ def _walk_multiscale(model: MultiScalePixelRNN, variables, images, labels, sessi
     def choose(position, logits, current):
         row, rest = jnp.divmod(position, width * channels)
         on_grid = (row % f == 0) & ((rest // channels) % f == 0)
-        return _host_choice(session_id, ~on_grid, logits, current)
+        return _host_choice(session_id, ~on_grid, logits, current, model.num_levels)
 
     conditioning = multiscale_sampling.conditioning_map(model, variables, images)
     images, _ = cached.run_incremental(
@@ -238,7 +242,7 @@ def encode(model, variables, images, labels=None) -> list[bytes]:
     payloads = []
     for start in range(0, images.shape[0], LOCKSTEP_BATCH):
         count = min(LOCKSTEP_BATCH, images.shape[0] - start)
-        session = _EncodeSession(model.num_levels, count)
+        session = _EncodeSession(count)
         _run(model, variables, _padded(images, start), _padded(labels, start), session)
         payloads += session.finish()
     return payloads
@@ -268,7 +272,7 @@ def decode(
     errors: list[str | None] = []
     for start in range(0, len(payloads), LOCKSTEP_BATCH):
         chunk = payloads[start : start + LOCKSTEP_BATCH]
-        session = _DecodeSession(model.num_levels, chunk)
+        session = _DecodeSession(chunk)
         out = _run(model, variables, _padded(images, start), _padded(labels, start), session)
         images[start : start + len(chunk)] = out[: len(chunk)]
         errors += session.errors
