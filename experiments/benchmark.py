@@ -16,7 +16,9 @@ Suites (`--suite`):
   compression  a trained model's .prnn files against its NLL, PNG, WebP, JPEG-XL and JPEG-LS,
             and encode/decode images/s (`experiments.benchmarks.compression`): `--config`
             and `--workdir` name the runs (comma-separated lists, paired), `--which`,
-            `--dataset` (default each run's own), `--split`, `--num`.
+            `--dataset` (default each run's own), `--split`, `--num`. Without `--config`:
+            encode/decode speed of untrained `--models` (default row_lstm) of the
+            Fashion-MNIST models' size on random images.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
@@ -192,8 +194,6 @@ def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
 
 def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
     """The compression suite: `benchmarks.compression.run_suite` over the named runs."""
-    if not FLAGS.config:
-        raise app.UsageError("--suite=compression needs --config=NAME[,NAME] --workdir=DIR[,DIR].")
     return compression.run_suite(
         FLAGS.config,
         FLAGS.workdir,
@@ -201,6 +201,7 @@ def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
         dataset=FLAGS.dataset,
         split=FLAGS.split,
         num=64 if quick else FLAGS.num,
+        speed_models=FLAGS.models if FLAGS["models"].present else ("row_lstm",),
         log=log,
     )
 
