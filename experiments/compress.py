@@ -50,14 +50,11 @@ def main(argv):
             f"The model is class-conditional ({num_classes} classes): give the images' class "
             "with --label=K."
         )
-    if (
-        _LABEL.value is not None
-        and not 0 <= _LABEL.value < max(num_classes, 0)
-        or (_LABEL.value is not None and _SPLIT.value is not None)
-    ):
+    label = _LABEL.value
+    if label is not None and (_SPLIT.value is not None or not 0 <= label < num_classes):
         raise errors.ConfigError(
             f"--label goes with --images for a class-conditional model, in [0, {num_classes}); "
-            f"got {_LABEL.value} for a model of {num_classes} classes."
+            f"got {label} for a model of {num_classes} classes."
         )
     loaded = train.load_checkpoint(config, workdir, _WHICH.value)
     if _SPLIT.value is not None:
@@ -67,7 +64,7 @@ def main(argv):
         images, names = files.read_pngs(
             _IMAGES.value, loaded.spec.image_shape, loaded.spec.num_levels
         )
-        labels = np.full(len(images), _LABEL.value) if num_classes else None
+        labels = np.full(len(images), label) if num_classes else None
     variables = {"params": loaded.params}
     fingerprint = coding.fingerprint(config.model, loaded.params)
     info = {"config": name, "workdir": workdir, "which": _WHICH.value, "step": loaded.step}
