@@ -51,10 +51,11 @@ def main(argv):
             "with --label=K."
         )
     label = _LABEL.value
+    if label is not None and not num_classes:
+        raise errors.ConfigError("The model is unconditional: drop --label.")
     if label is not None and (_SPLIT.value is not None or not 0 <= label < num_classes):
         raise errors.ConfigError(
-            f"--label goes with --images for a class-conditional model, in [0, {num_classes}); "
-            f"got {label} for a model of {num_classes} classes."
+            f"--label goes with --images only, a class in [0, {num_classes}); got {label}."
         )
     loaded = train.load_checkpoint(config, workdir, _WHICH.value)
     if _SPLIT.value is not None:

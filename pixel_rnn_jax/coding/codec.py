@@ -17,6 +17,8 @@ from pixel_rnn_jax import errors
 from pixel_rnn_jax.coding import container, lockstep
 from pixel_rnn_jax.nn import layers
 
+_FIX = "get an intact copy"
+
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
@@ -117,8 +119,8 @@ def decompress(model, variables, fingerprint: bytes, files: Sequence[bytes]) -> 
         ):
             error = None
             if coder_error is not None:
-                error = f"damaged or truncated: {coder_error}"
+                error = f"damaged or truncated ({coder_error}): {_FIX}"
             elif container.pixel_checksum(image) != header.checksum:
-                error = "damaged or truncated: the decoded pixels fail the checksum"
+                error = f"damaged or truncated (the decoded pixels fail the checksum): {_FIX}"
             results[index] = Decoded(None if error else image, header.label, error)
     return results

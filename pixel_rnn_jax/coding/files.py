@@ -242,12 +242,19 @@ def decompress_to_directory(
     if model.num_classes and labels:
         with open(os.path.join(output, LABELS_FILE), "w" if overwrite else "x") as f:
             json.dump(labels, f, indent=1)
+    if len(inputs) == 1 and failed:
+        raise errors.CompressedFileError(f"{inputs[0]}: {failed[inputs[0]]}")
     if failed:
-        listed = "; ".join(f"{path}: {reason}" for path, reason in failed.items())
-        if len(inputs) == 1:
-            raise errors.CompressedFileError(listed)
+        by_reason: dict[str, list[str]] = {}
+        for path, reason in failed.items():
+            by_reason.setdefault(reason, []).append(os.path.basename(path))
+        listed = "; ".join(
+            f"{', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: "
+            f"{reason}"
+            for reason, names in by_reason.items()
+        )
+        done = f"the other {len(written)} were written to {output}" if written else "none decoded"
         raise errors.CompressedFileError(
-            f"{len(failed)} of {len(inputs)} files could not be decoded ({listed}); the other "
-            f"{len(written)} were written to {output}."
+            f"{len(failed)} of {len(inputs)} files could not be decoded ({listed}); {done}."
         )
     return written
