@@ -221,3 +221,25 @@ def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
         Image.fromarray(pixels).save(tmp_path / name)
         with pytest.raises(errors.ImageFileError, match=message):
             files.read_pngs(str(tmp_path / name), (HEIGHT, WIDTH, 1), 2)
+
+
+def test_rgb_pngs_and_labels_come_back_from_a_directory(kinds, tmp_path):
+    kind = _kind(kinds, "row_lstm-256-rgb-conditional")
+    out, pngs = tmp_path / "prnn", tmp_path / "png"
+    files.compress_to_directory(
+        kind.model,
+        kind.variables,
+        kind.fingerprint,
+        kind.images,
+        ["x", "y"],
+        str(out),
+        labels=kind.labels,
+    )
+    written = files.decompress_to_directory(
+        kind.model, kind.variables, kind.fingerprint, files.input_files(str(out)), str(pngs)
+    )
+    assert [os.path.basename(path) for path in written] == ["x.png", "y.png"]
+    images, _ = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 3), 256)
+    np.testing.assert_array_equal(images, kind.images)
+    labels = json.loads((pngs / files.LABELS_FILE).read_text())
+    assert labels == {"x.png": int(kind.labels[0]), "y.png": int(kind.labels[1])}
