@@ -19,10 +19,11 @@ Multi-Scale model's small image s = x[::f, ::f] first (its own raster order), th
 position off the grid in raster order given s (the grid positions are walked but not coded).
 
 What this guarantees: a file decodes exactly with the same model, parameters, program
-(these sources, JAX/XLA and numpy versions) and backend. What it does not: a file encoded on
-one backend (CPU) and decoded on another (GPU, TPU), or under other library versions, may
-see logits that differ in the last bit and quantise differently; the decoder then produces
-other pixels, and the pixel checksum in the header reports the file as undecodable.
+(these sources, JAX/XLA and constriction versions) and backend. What it does not: a file
+encoded on one backend (CPU) and decoded on another (GPU, TPU), or under other library
+versions, may see logits that differ in the last bit and quantise differently; the decoder
+then produces other pixels, and the pixel checksum in the header reports the file as
+undecodable.
 """
 
 from __future__ import annotations
