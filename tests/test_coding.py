@@ -135,7 +135,7 @@ def test_frequencies_are_deterministic_integer_tables_and_streams_end_short():
         assert (counts.sum(axis=-1) == entropy.TOTAL).all()
     # The shortened ending decodes (constriction's own decoder, zero-padded), and costs
     # under 2 bytes over the quantised information on these streams.
-    for trial in range(200):
+    for trial in range(100):
         levels, length = (2, 50) if trial % 2 else (256, 5)
         shape = (length,) if levels == 2 else (length, levels)  # Bernoulli or categorical
         logits = (rng.standard_normal(shape) * rng.uniform(0.1, 20)).astype(np.float32)
