@@ -194,6 +194,8 @@ def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
 
 def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
     """The compression suite: `benchmarks.compression.run_suite` over the named runs."""
+    if len(FLAGS.config) != len(FLAGS.workdir):
+        raise app.UsageError("--config and --workdir must list the same number of runs.")
     return compression.run_suite(
         FLAGS.config,
         FLAGS.workdir,
