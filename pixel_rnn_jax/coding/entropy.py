@@ -10,18 +10,19 @@ float32 logits:
   level) -> float32 tables of those integers (exact: every value <= 2^24).
 
 `coder_tables` is JAX, computed inside the walk's compiled program (`lockstep`), so the
-encoder and the decoder quantise with the same compiled code, as they compute the logits;
-on the host it cost 1.6 ms per position for 256 levels and a batch of 256 (numpy float64),
-more than the model. constriction rescales a table by its sum (a power of two, so exactly)
-and re-quantises it to its own 24-bit fixed point with `perfect=False`: deterministic
-integer-derived code, the same on both sides for the same integers. The floor of 1 keeps
-every level codable, and caps a sub-pixel's cost at 24 bits where the model gives less.
+encoder and the decoder quantise with the same compiled code, as they compute the logits
+(a numpy version on the host cost more than the model at 256 levels: WORKSPACE_NOTES.md).
+constriction rescales a table by its sum (a power of two, so exactly) and re-quantises it
+to its own 24-bit fixed point with `perfect=False`: deterministic integer-derived code, the
+same on both sides for the same integers. The floor of 1 keeps every level codable, and
+caps a sub-pixel's cost at 24 bits where the model gives less.
 
 A coded stream ends at the shortest byte string that still decodes: the range coder seals
 with a point of its final interval written as whole 32-bit words; `terminate` replaces it
 by the point of the interval with the fewest bytes (the encoder's `pos()` gives the
-interval), which leaves on average under a byte of overhead instead of 2-4. The decoder pads
-the bytes with zeros back to whole words; constriction reads words past the end as zeros.
+interval), which saves most of the seal's bytes (measured in WORKSPACE_NOTES.md). The
+decoder pads the bytes with zeros back to whole words; constriction reads words past the
+end as zeros.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def frequencies(logits, num_levels: int) -> jax.Array:
         logits = jnp.stack([jnp.zeros_like(logits), logits], axis=-1)  # [1 - s(l), s(l)]
     p = jax.nn.softmax(logits, axis=-1)
     counts = jnp.floor(p * (TOTAL - num_levels)).astype(jnp.int32) + 1
-    rest = TOTAL - counts.sum(axis=-1, keepdims=True)  # >= 0 up to rounding of the sum
+    rest = TOTAL - counts.sum(axis=-1, keepdims=True)  # small; the most likely level takes it
     top = jax.nn.one_hot(jnp.argmax(p, axis=-1), num_levels, dtype=jnp.int32)
     return counts + rest * top
 
