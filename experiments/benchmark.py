@@ -15,6 +15,12 @@ Suites (`--suite`):
             steps of the CIFAR-size models, bfloat16 vs float32 on MNIST, sampling and
             devices tables (`experiments.benchmarks.accelerator`); `--tiny` (default on a
             CPU) runs it at seconds-long sizes; `--sections` picks sections.
+  compression  a trained model's .prnn files against its NLL, PNG, WebP, JPEG-XL and JPEG-LS,
+            and encode/decode images/s (`experiments.benchmarks.compression`): `--config`
+            and `--workdir` name the runs (comma-separated lists, paired), `--which`,
+            `--dataset` (default each run's own), `--split`, `--num`. Without `--config`:
+            encode/decode speed of untrained `--models` (default row_lstm) of the
+            Fashion-MNIST models' size on random images.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
@@ -23,6 +29,8 @@ Examples:
   python -m experiments.benchmark --output /tmp/b --suite=devices --quick --device_counts=1,2 \
       --models=row_lstm,diagonal_bilstm --repeats=10
   python -m experiments.benchmark --output /tmp/b --suite=accelerator
+  python -m experiments.benchmark --output benchmark_results --suite=compression \
+      --config=row_lstm_mnist --workdir=workdirs/row_lstm_mnist --num=1000
   python -m experiments.benchmark --output /tmp/b --dtypes=float32,bfloat16 --remat=false,true \
       --sizes=32,64 --unroll_big=1
 
@@ -44,14 +52,17 @@ import jax
 from absl import app, flags, logging
 
 from experiments import cli
-from experiments.benchmarks import accelerator, devices, memory, sampling, scan
+from experiments.benchmarks import accelerator, compression, devices, memory, sampling, scan
 from pixel_rnn_jax.nn import recurrence
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Directory for the JSON and Markdown result files.")
 flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[_quick].")
 flags.DEFINE_enum(
-    "suite", "scan", ["scan", "sampling", "devices", "accelerator"], "Which benchmark to run."
+    "suite",
+    "scan",
+    ["scan", "sampling", "devices", "accelerator", "compression"],
+    "Which benchmark to run.",
 )
 flags.DEFINE_bool("tiny", None, "--suite=accelerator: seconds-long sizes (default: on a CPU only).")
 flags.DEFINE_list(
@@ -81,6 +92,12 @@ flags.DEFINE_list(
     ["auto"],
     "--suite=scan: model.schedule values of the recurrent models (auto, throughput, latency).",
 )
+flags.DEFINE_list("config", [], "--suite=compression: config names of the trained runs.")
+flags.DEFINE_list("workdir", [], "--suite=compression: their workdirs (same order).")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "--suite=compression: which checkpoint.")
+flags.DEFINE_string("dataset", None, "--suite=compression: dataset (default: each run's own).")
+flags.DEFINE_string("split", None, "--suite=compression: split (default: the reported one).")
+flags.DEFINE_integer("num", 1000, "--suite=compression: the first N images of the split.")
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 
@@ -189,7 +206,28 @@ def run_devices(quick: bool, log) -> tuple[dict, list[dict]]:
     )
 
 
-SUITES = {"scan": run_scan, "sampling": run_sampling, "devices": run_devices}
+def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
+    """The compression suite: `benchmarks.compression.run_suite` over the named runs."""
+    if len(FLAGS.config) != len(FLAGS.workdir):
+        raise app.UsageError("--config and --workdir must list the same number of runs.")
+    return compression.run_suite(
+        FLAGS.config,
+        FLAGS.workdir,
+        which=FLAGS.which,
+        dataset=FLAGS.dataset,
+        split=FLAGS.split,
+        num=64 if quick else FLAGS.num,
+        speed_models=FLAGS.models if FLAGS["models"].present else ("row_lstm",),
+        log=log,
+    )
+
+
+SUITES = {
+    "scan": run_scan,
+    "sampling": run_sampling,
+    "devices": run_devices,
+    "compression": run_compression,
+}
 
 
 def main(argv):
@@ -245,6 +283,7 @@ def present_flags() -> list[str]:
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
     names += ("batch_size", "dtypes", "remat", "schedules", "tiny", "sections")
     names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
+    names += ("config", "workdir", "which", "dataset", "split", "num")
     given = []
     for name in names:
         if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:

@@ -55,6 +55,18 @@ class TrainingDivergedError(UserError, FloatingPointError):
     """The loss or the parameters became NaN/inf."""
 
 
+class CompressedFileError(UserError, ValueError):
+    """A .prnn file cannot be decoded: not one, truncated, damaged, or another model's."""
+
+
+class ImageFileError(UserError, ValueError):
+    """An input image does not fit the model: unreadable, or the wrong shape or levels."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """Writing would replace existing files, and overwriting was not asked for."""
+
+
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error`, or an exception it was raised from, means "no space left on device".
 

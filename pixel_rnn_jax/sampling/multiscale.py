@@ -20,8 +20,11 @@ from pixel_rnn_jax.sampling import cached, common
 from pixel_rnn_jax.sampling.raster import sample_pixel_rnn
 
 
-def _conditioning_map(model, variables, images):
-    """s is fixed once it is drawn: its encoded, upsampled map, computed once per sample."""
+def conditioning_map(model, variables, images):
+    """The encoded, upsampled map of s = images[:, ::f, ::f] (s is fixed once drawn or coded).
+
+    Computed once per walk: the cached walks of the conditional network take it whole.
+    """
     _, height, width, _ = images.shape
     inputs = layers.preprocess_images(images, model.num_levels)
     small_inputs = multiscale.subsample(inputs, model.factor)
@@ -35,7 +38,7 @@ def _conditioning_map(model, variables, images):
 def _sample_conditional(model, variables, rng, images, positions, first, temperature, labels=None):
     """Draws `images` at `positions[first:]` (off the grid) one conditional pass each."""
     _, height, width, channels = images.shape
-    conditioning = _conditioning_map(model, variables, images)
+    conditioning = conditioning_map(model, variables, images)
 
     def body(index, images):
         position = positions[index]
@@ -77,7 +80,7 @@ def _sample_conditional_cached(model, variables, rng, images, start, temperature
         return jnp.where((position >= start) & ~on_grid, value, current)
 
     conditional = multiscale.conditional_variables(variables)
-    conditioning = _conditioning_map(model, variables, images)
+    conditioning = conditioning_map(model, variables, images)
     images, _ = cached.run_incremental(
         model.conditional, conditional, images, choose, conditioning=conditioning, labels=labels
     )

@@ -5,7 +5,7 @@
 - `loop`: `train_and_evaluate`, the loop.
 - `guards`: SIGTERM, NaN/inf, model-vs-data and shared-workdir checks.
 - `grids`: sample and completion grids.
-- `restore`: loading a checkpoint for `evaluate` and `sample`.
+- `restore`: loading a checkpoint (and a split's images) for `evaluate`, `sample`, `compress`.
 """
 
 from pixel_rnn_jax.train.guards import TrainingDivergedError
@@ -15,6 +15,7 @@ from pixel_rnn_jax.train.restore import (
     evaluate_checkpoint,
     load_checkpoint,
     sample_checkpoint,
+    split_images,
 )
 from pixel_rnn_jax.train.state import TrainState, init_train_state, make_optimizer
 from pixel_rnn_jax.train.steps import (
@@ -40,6 +41,7 @@ __all__ = [
     "make_train_step",
     "nll_per_image",
     "sample_checkpoint",
+    "split_images",
     "train_and_evaluate",
     "train_step",
 ]

@@ -102,11 +102,7 @@ def evaluate_checkpoint(
         what="train.eval_batch_size",
     )
     split = split or loaded.spec.eval_split
-    if split not in loaded.spec.split_sizes:
-        raise errors.ConfigError(
-            f"Dataset {loaded.spec.name!r} has no split {split!r}; its splits are "
-            f"{sorted(loaded.spec.split_sizes)}."
-        )
+    check_split(loaded.spec, split)
     batches = data.eval_batches(
         loaded.spec,
         config.data,
@@ -120,6 +116,52 @@ def evaluate_checkpoint(
         p_eval_step, loaded.params, batches, loaded.mesh, math.prod(loaded.spec.image_shape)
     )
     return {"step": loaded.step, "split": split, **metrics}
+
+
+def check_split(spec: data.DatasetSpec, split: str) -> None:
+    """Raises ConfigError when `split` is not a split of the dataset."""
+    if split not in spec.split_sizes:
+        raise errors.ConfigError(
+            f"Dataset {spec.name!r} has no split {split!r}; its splits are "
+            f"{sorted(spec.split_sizes)}."
+        )
+
+
+def split_images(
+    config: ml_collections.ConfigDict,
+    spec: data.DatasetSpec,
+    split: str | None = None,
+    num: int | None = None,
+):
+    """The first `num` images of a split in its evaluation order (all with None).
+
+    Args:
+      config: the run's config (`config.data`; labels when `model.num_classes > 0`).
+      spec: the resolved dataset.
+      split: a split of the dataset; default the reported one (`spec.eval_split`).
+      num: how many images; None for the whole split.
+
+    Returns:
+      (uint8 `[n, height, width, channels]`, int `[n]` labels or None).
+    """
+    split = split or spec.eval_split
+    check_split(spec, split)
+    num = spec.split_sizes[split] if num is None else min(num, spec.split_sizes[split])
+    with_labels = bool(config.model.num_classes)
+    images, labels = [], []
+    for batch in data.eval_batches(
+        spec,
+        config.data,
+        global_batch_size=max(1, min(num, 256)),
+        split=split,
+        with_labels=with_labels,
+    ):
+        images.append(batch["image"][batch["mask"]])
+        if with_labels:
+            labels.append(batch["label"][batch["mask"]])
+        if sum(len(x) for x in images) >= num:
+            break
+    return np.concatenate(images)[:num], np.concatenate(labels)[:num] if with_labels else None
 
 
 def sample_checkpoint(
@@ -157,18 +199,7 @@ def sample_checkpoint(
     os.makedirs(out_dir, exist_ok=True)
     source = source_labels = None
     if complete:
-        with_labels = bool(config.model.num_classes)
-        images, labels = [], []
-        for batch in data.eval_batches(
-            loaded.spec, config.data, global_batch_size=num, with_labels=with_labels
-        ):
-            images.append(batch["image"][batch["mask"]])
-            if with_labels:
-                labels.append(batch["label"][batch["mask"]])
-            if sum(len(x) for x in images) >= num:
-                break
-        source = np.concatenate(images)[:num]
-        source_labels = np.concatenate(labels)[:num] if with_labels else None
+        source, source_labels = split_images(config, loaded.spec, num=num)
     train_config = ml_collections.ConfigDict(config.train.to_dict())
     train_config.num_samples = num
     host_params = jax.tree.map(np.array, jax.device_get(loaded.params))

@@ -1,0 +1,245 @@
+"""Lossless compression (`pixel_rnn_jax.coding`): exact round trips, sizes, bad files.
+
+Every model kind and colour mode on tiny models with random parameters; each kind's walk is
+compiled once (the encoder and the decoder run the same program) and shared by the tests.
+"""
+
+import json
+import os
+
+import constriction
+import numpy as np
+import pytest
+from model_probes import tiny_model_config
+from PIL import Image
+from sampling_fixtures import random_variables
+
+from pixel_rnn_jax import errors, models
+from pixel_rnn_jax.coding import codec, container, entropy, files, lockstep
+
+TINY = {"num_layers": 1, "hidden_dim": 4, "output_dim": 8, "first_kernel_size": 3}
+HEIGHT, WIDTH, BATCH = 4, 4, 2  # the multi-scale model needs even sizes
+# (id, body, channels, levels, extra model fields): every kind and colour mode of the issue.
+KINDS = [
+    ("row_lstm-binary-grey", "row_lstm", 1, 2, {}),
+    ("row_lstm-256-rgb-conditional", "row_lstm", 3, 256, {"num_classes": 3}),
+    ("pixelcnn-256-rgb", "pixelcnn", 3, 256, {}),
+    ("diagonal_bilstm-256-grey", "diagonal_bilstm", 1, 256, {}),
+    ("diagonal_bilstm-full_context-binary-rgb", "diagonal_bilstm", 3, 2, {"full_context": True}),
+    ("multiscale-binary-grey-conditional", "multiscale", 1, 2, {"num_classes": 2}),
+]
+
+
+def _config(name, channels, levels, extra):
+    config = tiny_model_config(name, channels, levels, **TINY, **extra)
+    if name == "multiscale":
+        config.multiscale.update(cond_dim=3, encoder_layers=1, conditional_name="diagonal_bilstm")
+        config.multiscale.small.update(num_layers=1, hidden_dim=4)
+    return config
+
+
+class Kind:
+    """A tiny model, its variables and fingerprint, images and labels, compressed once."""
+
+    def __init__(self, name, channels, levels, extra, seed=0):
+        self.config = _config(name, channels, levels, extra)
+        self.model = models.build_model(self.config)
+        shape = (BATCH, HEIGHT, WIDTH, channels)
+        self.variables = random_variables(self.model, shape, seed)
+        rng = np.random.default_rng(seed + 1)
+        self.images = rng.integers(0, levels, shape).astype(np.int32)
+        classes = self.config.num_classes
+        self.labels = rng.integers(0, classes, BATCH) if classes else None
+        self.fingerprint = container.fingerprint(self.config, self.variables["params"])
+        self.files = codec.compress(
+            self.model, self.variables, self.fingerprint, self.images, self.labels
+        )
+
+    def decompress(self, files):
+        return codec.decompress(self.model, self.variables, self.fingerprint, files)
+
+
+@pytest.fixture(scope="module")
+def kinds():
+    return {}
+
+
+def _kind(kinds, kind_id) -> Kind:
+    if kind_id not in kinds:
+        _, name, channels, levels, extra = next(k for k in KINDS if k[0] == kind_id)
+        kinds[kind_id] = Kind(name, channels, levels, extra)
+    return kinds[kind_id]
+
+
+@pytest.mark.parametrize("kind_id", [k[0] for k in KINDS])
+def test_round_trip_is_exact_and_the_payload_is_the_models_nll(kinds, kind_id):
+    kind = _kind(kinds, kind_id)
+    results = kind.decompress(kind.files)
+    for index, result in enumerate(results):
+        assert result.error is None
+        np.testing.assert_array_equal(result.image, kind.images[index])
+        expected_label = None if kind.labels is None else int(kind.labels[index])
+        assert result.label == expected_label
+    # A file decodes alone too (another slot of the lockstep batch, other neighbours).
+    alone = kind.decompress(kind.files[1:])[0]
+    np.testing.assert_array_equal(alone.image, kind.images[1])
+    # Payload (file minus header) within 0.5% or 4 bytes of the model's NLL of the image.
+    nll = files.nll_bits(kind.model, kind.variables, kind.images, kind.labels)
+    for data, bits in zip(kind.files, nll, strict=True):
+        header, payload = container.unpack(data)
+        assert len(data) == container.header_size(header) + len(payload)
+        assert abs(8 * len(payload) - bits) <= max(0.005 * bits, 32), (len(payload), bits / 8)
+
+
+def test_fingerprint_follows_the_parameters_and_model_fields_not_the_schedule(kinds):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    params = kind.variables["params"]
+    assert container.fingerprint(kind.config, params) == kind.fingerprint
+    nudged = {**params, "output_stack": dict(params["output_stack"])}
+    first = next(iter(nudged["output_stack"]))
+    leaf = dict(nudged["output_stack"][first])
+    kernel = np.array(leaf["kernel"])
+    kernel.flat[0] = np.nextafter(kernel.flat[0], np.float32(np.inf))  # one ulp
+    leaf["kernel"] = kernel
+    nudged["output_stack"][first] = leaf
+    assert container.fingerprint(kind.config, nudged) != kind.fingerprint
+    other = _config("row_lstm", 1, 2, {"recurrent_kernel_size": 5})
+    assert container.fingerprint(other, params) != kind.fingerprint
+    scheduled = _config("row_lstm", 1, 2, {"unroll": "python", "remat": True})
+    assert container.fingerprint(scheduled, params) == kind.fingerprint
+
+
+def test_header_layout_is_small_and_round_trips():
+    header = container.Header(b"\x01\x02\x03\x04", 28, 28, 1, 256, None, 0xDEADBEEF)
+    data = container.pack(header, b"payload")
+    assert len(data) == 14 + 7 and data[:3] == b"PR\x01"  # 28x28 unlabelled: 14 bytes
+    assert container.unpack(data) == (header, b"payload")
+    big = container.Header(b"abcd", 300, 1, 3, 2, 200, 7)
+    assert container.unpack(container.pack(big, b"")) == (big, b"")
+    assert container.header_size(big) == 14 + 1 + 2  # a 2-byte height, a 2-byte label
+    for cut in range(len(container.pack(header, b""))):
+        with pytest.raises(errors.CompressedFileError, match="truncated|not a .prnn"):
+            container.unpack(data[:cut])
+    with pytest.raises(errors.CompressedFileError, match="version 9"):
+        container.unpack(b"PR\x09" + data[3:])
+
+
+def test_frequencies_are_deterministic_integer_tables_and_streams_end_short():
+    rng = np.random.default_rng(0)
+    for levels, logits in (
+        (2, 30 * rng.standard_normal(64)),
+        (256, rng.standard_normal((64, 256))),
+    ):
+        counts = np.asarray(entropy.frequencies(logits.astype(np.float32), levels))
+        assert counts.shape == (64, levels) and counts.min() >= 1
+        assert (counts.sum(axis=-1) == entropy.TOTAL).all()
+    # The shortened ending decodes (constriction's own decoder, zero-padded), and costs
+    # under 2 bytes over the quantised information on these streams.
+    for trial in range(100):
+        levels, length = (2, 50) if trial % 2 else (256, 5)
+        shape = (length,) if levels == 2 else (length, levels)  # Bernoulli or categorical
+        logits = (rng.standard_normal(shape) * rng.uniform(0.1, 20)).astype(np.float32)
+        symbols = rng.integers(0, levels, length).astype(np.int32)
+        tables = np.asarray(entropy.coder_tables(logits, levels))
+        encoder = entropy.Encoder()
+        for index in range(length):
+            encoder.encode(symbols[index : index + 1], tables[index : index + 1])
+        payload = encoder.finish()
+        decoder = entropy.Decoder(payload)
+        decoded = [decoder.decode(tables[index : index + 1]) for index in range(length)]
+        assert decoded == symbols.tolist()
+        information = entropy.ideal_bits(logits, symbols, levels).sum()
+        assert 8 * len(payload) <= information + 16
+    assert isinstance(entropy._MODEL, constriction.stream.model.Categorical)
+
+
+def test_damaged_truncated_and_foreign_files_are_reported_one_by_one(kinds, monkeypatch):
+    kind = _kind(kinds, "row_lstm-256-rgb-conditional")
+    good, second = kind.files
+    changed = bytearray(second)
+    changed[len(changed) // 2 + 8] ^= 0x10  # a byte of the payload
+    foreign = container.pack(
+        container.Header(b"\0\0\0\0", *kind.images.shape[1:3], 3, 256, 0, 0), b"x"
+    )
+    damaged_checksum = bytearray(good)
+    damaged_checksum[container.header_size(container.unpack(good)[0]) - 1] ^= 1
+    truncated = [second[:-cut] for cut in range(1, len(container.unpack(second)[1]) + 1)]
+    results = kind.decompress(
+        [good, bytes(changed), second[:9], foreign, bytes(damaged_checksum), b"GIF8", *truncated]
+    )
+    np.testing.assert_array_equal(results[0].image, kind.images[0])
+    for result in results[1:2] + results[4:5] + results[6:]:  # every truncation is caught
+        assert result.image is None and "damaged or truncated" in result.error
+    assert "truncated header" in results[2].error
+    assert f"made by model 00000000, not by this model {kind.fingerprint.hex()}" in results[3].error
+    assert "not a .prnn file" in results[5].error
+    # A foreign file is refused before any decoding.
+    monkeypatch.setattr(lockstep, "decode", lambda *a, **k: pytest.fail("decoded"))
+    assert "made by model" in kind.decompress([foreign])[0].error
+
+
+def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    out = tmp_path / "prnn"
+    report = files.compress_to_directory(
+        kind.model, kind.variables, kind.fingerprint, kind.images, ["a", "b"], str(out)
+    )
+    assert json.loads((out / "report.json").read_text()) == report
+    assert [f["name"] for f in report["files"]] == ["a.prnn", "b.prnn"]
+    assert report["totals"]["bytes"] == sum(len(f) for f in kind.files)
+    assert (out / "a.prnn").read_bytes() == kind.files[0]
+    before = (out / "report.json").read_text()
+    with pytest.raises(errors.OutputExistsError, match="already holds 3 of the files"):
+        files.compress_to_directory(
+            kind.model, kind.variables, kind.fingerprint, kind.images, ["a", "b"], str(out)
+        )
+    assert (out / "report.json").read_text() == before
+    (out / "b.prnn").write_bytes(kind.files[1][:-2])  # truncated
+    pngs = tmp_path / "png"
+    inputs = files.input_files(str(out))
+    with pytest.raises(errors.CompressedFileError, match=r"1 of 2 files .*b\.prnn: damaged"):
+        files.decompress_to_directory(
+            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs)
+        )
+    assert os.listdir(pngs) == ["a.png"]
+    decoded = np.asarray(Image.open(pngs / "a.png"))
+    np.testing.assert_array_equal(decoded, kind.images[0, ..., 0] * 255)
+    with pytest.raises(errors.OutputExistsError, match="a.png"):
+        files.decompress_to_directory(
+            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs)
+        )
+    # PNG inputs come back as the model's images; other shapes, modes and levels are refused.
+    images, stems = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 1), 2)
+    np.testing.assert_array_equal(images[0], kind.images[0])
+    assert stems == ["a"]
+    bad = {
+        "size.png": (np.zeros((5, 4), np.uint8), "is 5x4; the model takes 4x4"),
+        "rgb.png": (np.zeros((4, 4, 3), np.uint8), "is a 'RGB' image"),
+        "grey.png": (np.full((4, 4), 128, np.uint8), "has grey levels"),
+    }
+    for name, (pixels, message) in bad.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+        with pytest.raises(errors.ImageFileError, match=message):
+            files.read_pngs(str(tmp_path / name), (HEIGHT, WIDTH, 1), 2)
+
+
+def test_rgb_pngs_and_labels_come_back_from_a_directory(kinds, tmp_path):
+    kind = _kind(kinds, "row_lstm-256-rgb-conditional")
+    out, pngs = tmp_path / "prnn", tmp_path / "png"
+    files.compress_to_directory(
+        kind.model,
+        kind.variables,
+        kind.fingerprint,
+        kind.images,
+        ["x", "y"],
+        str(out),
+        labels=kind.labels,
+    )
+    written = files.decompress_to_directory(
+        kind.model, kind.variables, kind.fingerprint, files.input_files(str(out)), str(pngs)
+    )
+    assert [os.path.basename(path) for path in written] == ["x.png", "y.png"]
+    images, _ = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 3), 256)
+    np.testing.assert_array_equal(images, kind.images)
+    labels = json.loads((pngs / files.LABELS_FILE).read_text())
+    assert labels == {"x.png": int(kind.labels[0]), "y.png": int(kind.labels[1])}
