@@ -1,23 +1,12 @@
 """Diagonal BiLSTM on Fashion-MNIST: 28x28 greyscale, 256 levels, a 256-way softmax per pixel.
 
-Prepare the data once (Debian's package, or Zalando's files in any directory):
-  sudo apt-get install dataset-fashion-mnist
-  python -m experiments.prepare_data --dataset=fashion_mnist \\
-    --source=/usr/share/datasets/fashion-mnist
-Run:
+Run (after preparing `fashion_mnist`, see `base.make_fashion_mnist`):
   python -m experiments.train --config=diagonal_bilstm_fashion_mnist
 
-Sizes: 7 layers as the MNIST models, h=32 and a 64-wide output stack (the MNIST models'
-h=16 and 32-wide stack are small for a 256-way softmax per pixel; h=32 keeps a run to about
-an hour on a 2-core CPU). RMSProp at 1e-3, batch 16, 12,000 steps for each of the three
-Fashion-MNIST models, so that they compare at equal steps; checkpoints are selected on the
-last 5,000 training images (`train[-5000:]`, never trained on) and the number reported is
-the selected checkpoint's on the official 10,000-image test split.
+Data, sizes, training length and model selection are shared with the other two
+`*_fashion_mnist` configs and justified in `base.make_fashion_mnist`.
 
-Paper: no PixelRNN result on Fashion-MNIST is published; `paper_result` quotes the classical
-lossless codecs on the same test images instead (a model's bits/dim is a compression rate).
-Without a prepared `fashion_mnist` this falls back to the embedded 256-level MNIST digits (a
-loud warning, also in config.json) unless `--config.data.strict=True`.
+Paper: no PixelRNN result on Fashion-MNIST is published (see `base.make_fashion_mnist`).
 """
 
 from experiments.configs import base
