@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from experiments import configs
-from pixel_rnn_jax import checkpoints, metric_logging, train
+from pixel_rnn_jax import checkpoints, errors, metric_logging, parallel, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -88,13 +90,19 @@ def test_end_to_end_outputs_then_resume_past_a_corrupt_checkpoint(tmp_path, capl
     assert len(os.listdir(tmp_path / checkpoints.QUARANTINE_SUBDIR)) == 1
 
 
-def test_interrupted_run_equals_straight_run(tmp_path):
+def test_interrupted_run_equals_straight_run_even_when_the_resume_adds_a_decay(tmp_path):
+    """Resuming is exact, and a decay added on resume continues a constant-rate checkpoint.
+
+    The straight run decays from step 2 (its updates up to then are at the full rate); the
+    interrupted one trains 2 steps at a constant rate and resumes with the same decay.
+    """
     common = {"log_every": 1, "eval_every": 0, "checkpoint_every": 1000}
+    decay = {"lr_decay_start": 2, "lr_final_fraction": 0.0}  # step 4's update at half rate
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train.train_and_evaluate(_smoke(num_steps=4, **common), str(straight))
+    train.train_and_evaluate(_smoke(num_steps=4, **common, **decay), str(straight))
     train.train_and_evaluate(_smoke(num_steps=2, **common), str(interrupted))
     assert sorted(os.listdir(interrupted / "checkpoints")) == ["2"]
-    train.train_and_evaluate(_smoke(num_steps=4, **common), str(interrupted))
+    train.train_and_evaluate(_smoke(num_steps=4, **common, **decay), str(interrupted))
 
     step_a, params_a = _checkpoint_params(_smoke(), straight)
     step_b, params_b = _checkpoint_params(_smoke(), interrupted)
@@ -103,15 +111,68 @@ def test_interrupted_run_equals_straight_run(tmp_path):
     # The data stream continued where it stopped: same position, same per-step losses.
     assert _data_state(straight, 4) == _data_state(interrupted, 4)
     assert _data_state(interrupted, 4)["states"][0] != _data_state(interrupted, 2)["states"][0]
-    losses = [
-        {
-            r["step"]: r["train/loss"]
-            for r in metric_logging.read_metrics(str(d))
-            if "train/loss" in r
-        }
+    rows = [
+        [r for r in metric_logging.read_metrics(str(d)) if "train/loss" in r]
         for d in (straight, interrupted)
     ]
+    losses = [{r["step"]: r["train/loss"] for r in run} for run in rows]
     assert losses[0] == losses[1] and sorted(losses[0]) == [1, 2, 3, 4]
+    rates = {r["step"]: r["train/learning_rate"] for r in rows[1]}
+    assert rates == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-3, 4: 5e-4})
+
+
+class _PixelLogits(flax.linen.Module):
+    """The smallest model a train step accepts: one learned Bernoulli logit per sub-pixel."""
+
+    num_classes: int = 0
+
+    @flax.linen.compact
+    def __call__(self, images, labels=None):
+        del labels
+        logits = self.param("logits", flax.linen.initializers.zeros, images.shape[1:])
+        return jnp.broadcast_to(logits, images.shape)
+
+
+def test_learning_rate_scale_multiplies_the_update_like_a_smaller_rate():
+    config = _smoke(num_steps=4, lr_decay_start=2, lr_final_fraction=0.0)
+    scale = train.learning_rate_scale(config.train)
+    assert [float(scale(step)) for step in range(5)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    half_rate = _smoke(learning_rate=config.train.learning_rate / 2)
+
+    model = _PixelLogits()
+    tx = train.make_optimizer(config.train)
+    state = train.init_train_state(jax.random.key(0), model=model, tx=tx, image_shape=(4, 4, 1))
+    state = jax.device_get(state.replace(step=jnp.int32(3)))
+    batch = {"image": np.random.default_rng(0).integers(0, 2, (4, 4, 4, 1))}
+    mesh = parallel.make_mesh()
+
+    def params_after_one_step(tx, lr_scale):
+        step = train.make_train_step(model, tx, 2, mesh, lr_scale=lr_scale)
+        new_state, metrics = step(
+            parallel.replicate(state, mesh), parallel.shard_batch(batch, mesh), jax.random.key(1)
+        )
+        return jax.device_get(new_state.params), metrics
+
+    scaled, metrics = params_after_one_step(tx, scale)
+    reference, _ = params_after_one_step(train.make_optimizer(half_rate.train), None)
+    assert float(metrics["lr_scale"]) == 0.5
+    np.testing.assert_allclose(scaled["logits"], reference["logits"], rtol=1e-6)
+    # The half-rate update is not zero, so an unscaled (full-rate) update would differ.
+    assert np.max(np.abs(reference["logits"] - state.params["logits"])) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("decay_start", "final_fraction"),
+    [(4, 0.0), (-1, 0.0), (2, 1.5)],
+    ids=["end", "negative", "fraction"],
+)
+def test_a_decay_that_cannot_run_is_refused_before_the_workdir_is_made(
+    tmp_path, decay_start, final_fraction
+):
+    config = _smoke(num_steps=4, lr_decay_start=decay_start, lr_final_fraction=final_fraction)
+    with pytest.raises(errors.ConfigError, match="train.lr_"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

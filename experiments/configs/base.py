@@ -112,8 +112,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 100_000
     # 'rmsprop' (the paper's choice) or 'adam'.
     config.train.optimizer = "rmsprop"
-    # Constant learning rate; the paper tuned it per dataset and does not give the values.
+    # Learning rate; the paper tuned it per dataset and does not give the values.
     config.train.learning_rate = 1e-3
+    # Unset: the rate stays constant. A step: from there the rate falls linearly to
+    # learning_rate * lr_final_fraction at num_steps. The optimiser state does not depend on
+    # it, so a constant-rate run can be resumed with a larger num_steps and a decay.
+    config.train.lr_decay_start = ml_collections.config_dict.placeholder(int)
+    config.train.lr_final_fraction = 0.0
     # RMSProp moving-average decay of the squared gradient (Torch's alpha is 0.99).
     config.train.rmsprop_decay = 0.95
     # RMSProp / Adam epsilon, added outside the square root as in Torch's RMSProp.

@@ -17,7 +17,12 @@ from pixel_rnn_jax.train.restore import (
     sample_checkpoint,
     split_images,
 )
-from pixel_rnn_jax.train.state import TrainState, init_train_state, make_optimizer
+from pixel_rnn_jax.train.state import (
+    TrainState,
+    init_train_state,
+    learning_rate_scale,
+    make_optimizer,
+)
 from pixel_rnn_jax.train.steps import (
     eval_step,
     evaluate,
@@ -37,6 +42,7 @@ __all__ = [
     "init_train_state",
     "load_checkpoint",
     "make_eval_step",
+    "learning_rate_scale",
     "make_optimizer",
     "make_train_step",
     "nll_per_image",

@@ -27,7 +27,13 @@ from absl import logging
 from pixel_rnn_jax import checkpoints, data, errors, metric_logging, models, parallel
 from pixel_rnn_jax import workdir as workdir_checks
 from pixel_rnn_jax.train import grids, guards
-from pixel_rnn_jax.train.state import TrainState, abstract_state, init_train_state, make_optimizer
+from pixel_rnn_jax.train.state import (
+    TrainState,
+    abstract_state,
+    init_train_state,
+    learning_rate_scale,
+    make_optimizer,
+)
 from pixel_rnn_jax.train.steps import evaluate, make_eval_step, make_train_step
 
 
@@ -38,6 +44,12 @@ def _check_setup(config: ml_collections.ConfigDict, workdir: str):
       (dataset spec, data mesh).
     """
     tc = config.train
+    if tc.num_steps < 1 or tc.log_every < 1 or tc.checkpoint_every < 1:
+        raise errors.ConfigError(
+            "train.num_steps, train.log_every and train.checkpoint_every must be >= 1; got "
+            f"{tc.num_steps}, {tc.log_every}, {tc.checkpoint_every}."
+        )
+    learning_rate_scale(tc)  # a decay that cannot run is refused before the workdir is made
     guards.check_workdir_is_local_path(workdir)
     workdir_checks.prepare_workdir(workdir, config)  # creates it; refuses read-only/other model
     spec = data.resolve_dataset(config.data)
@@ -48,11 +60,6 @@ def _check_setup(config: ml_collections.ConfigDict, workdir: str):
     for what in ("batch_size", "eval_batch_size"):
         data.check_global_batch(
             tc[what], mesh.devices.size, jax.process_count(), what=f"train.{what}"
-        )
-    if tc.num_steps < 1 or tc.log_every < 1 or tc.checkpoint_every < 1:
-        raise errors.ConfigError(
-            "train.num_steps, train.log_every and train.checkpoint_every must be >= 1; got "
-            f"{tc.num_steps}, {tc.log_every}, {tc.checkpoint_every}."
         )
     guards.check_shared_workdir(workdir)
     return spec, mesh
@@ -113,8 +120,9 @@ def _set_data_state(train_iter: data.TrainIterator, data_state: Any, ckpt_dir) -
         ) from error
 
 
-def _log_train_interval(step, num_steps, log: _TrainLog, interval, batch_size, writer):
+def _log_train_interval(step, train_config, log: _TrainLog, interval, writer):
     """Writes the train scalars of the last interval; returns them."""
+    num_steps, batch_size = train_config.num_steps, train_config.batch_size
     elapsed, steps = interval.elapsed(), interval.steps
     steps_per_sec = steps / elapsed if steps and elapsed > 0 else float("nan")
     scalars = {
@@ -122,6 +130,8 @@ def _log_train_interval(step, num_steps, log: _TrainLog, interval, batch_size, w
         "train/bits_per_dim": log.bpd_sum / max(log.count, 1),
         "train/grad_norm": log.last["grad_norm"],
         "train/param_norm": log.last["param_norm"],
+        # The rate of the interval's last update (`lr_scale` is there when it decays).
+        "train/learning_rate": train_config.learning_rate * log.last.get("lr_scale", 1.0),
         "steps_per_sec": steps_per_sec,
         "images_per_sec": steps_per_sec * batch_size,
     }
@@ -129,13 +139,14 @@ def _log_train_interval(step, num_steps, log: _TrainLog, interval, batch_size, w
     eta = (num_steps - step) / steps_per_sec if steps_per_sec > 0 else math.nan
     logging.info(
         "step %d/%d | loss %.3f nats/image (%.4f bits/dim) | grad norm %.3g | param norm %.3g | "
-        "%.2f steps/s | %.1f images/s | ETA %s",
+        "learning rate %.3g | %.2f steps/s | %.1f images/s | ETA %s",
         step,
         num_steps,
         scalars["train/loss"],
         scalars["train/bits_per_dim"],
         scalars["train/grad_norm"],
         scalars["train/param_norm"],
+        scalars["train/learning_rate"],
         steps_per_sec,
         scalars["images_per_sec"],
         metric_logging.format_duration(eta),
@@ -413,7 +424,9 @@ def train_and_evaluate(
         )
         step = run_start_step = int(jax.device_get(state.step))
         _log_start(config, spec, mesh, abstract, step)
-        p_train_step = make_train_step(model, tx, spec.num_levels, mesh)
+        p_train_step = make_train_step(
+            model, tx, spec.num_levels, mesh, lr_scale=learning_rate_scale(tc)
+        )
         train_rng = parallel.replicate(train_rng, mesh)
         reporter = _Reporter(config, spec, mesh, model, writer, progress, sample_rng, is_writer)
         metrics, interval, stop = _PendingMetrics(ckpt), _Interval(), _stop_request(cleanup, ckpt)
@@ -435,9 +448,7 @@ def train_and_evaluate(
             if step % tc.log_every == 0 or is_last:
                 metrics.settle()
                 progress.clear()
-                last_scalars = _log_train_interval(
-                    step, tc.num_steps, metrics.log, interval, tc.batch_size, writer
-                )
+                last_scalars = _log_train_interval(step, tc, metrics.log, interval, writer)
                 metrics.log.reset()
                 interval.reset()
             eval_metrics = None

@@ -22,7 +22,9 @@ class TrainState:
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Global-norm clipping followed by the configured optimiser (constant learning rate).
+    """Global-norm clipping followed by the configured optimiser at `train.learning_rate`.
+
+    A decay of the rate is not part of it: see `learning_rate_scale`.
 
     Args:
       train_config: `config.train` (optimizer, learning_rate, rmsprop_decay, eps,
@@ -48,6 +50,47 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
     if train_config.grad_clip_norm and train_config.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm), optimizer)
     return optimizer
+
+
+def learning_rate_scale(train_config: ml_collections.ConfigDict) -> optax.Schedule | None:
+    """The multiplier of `train.learning_rate` at each step, or None for a constant rate.
+
+    With `train.lr_decay_start` set, the rate falls linearly from `learning_rate` at that
+    step to `learning_rate * train.lr_final_fraction` at `train.num_steps`. `steps.train_step`
+    multiplies the optimiser's updates by it (the same as scaling RMSProp's or Adam's rate),
+    reading the step from the train state. It is not passed to optax as a schedule because
+    that would add a step count to the optimiser state: then a checkpoint of a constant-rate
+    run could not restore into a decaying one, and annealing a run that is still improving
+    (resume it with a larger `num_steps` and a decay start) would mean starting again.
+
+    Args:
+      train_config: `config.train` (num_steps, lr_decay_start, lr_final_fraction).
+
+    Returns:
+      `step -> multiplier` (1 before the decay starts), or None when `lr_decay_start` is
+      unset.
+
+    Raises:
+      ConfigError: the decay starts outside [0, num_steps) or the final fraction is outside
+        [0, 1].
+    """
+    start = train_config.get("lr_decay_start")
+    if start is None:
+        return None
+    final = train_config.get("lr_final_fraction", 0.0)
+    if not 0 <= start < train_config.num_steps:
+        raise errors.ConfigError(
+            f"train.lr_decay_start={start} must be in [0, train.num_steps={train_config.num_steps})"
+            "; leave it unset for a constant learning rate."
+        )
+    if not 0.0 <= final <= 1.0:
+        raise errors.ConfigError(f"train.lr_final_fraction={final} must be in [0, 1].")
+    return optax.linear_schedule(
+        init_value=1.0,
+        end_value=final,
+        transition_steps=train_config.num_steps - start,
+        transition_begin=start,
+    )
 
 
 def init_train_state(

@@ -44,6 +44,7 @@ def train_step(
     model: Any,
     tx: optax.GradientTransformation,
     num_levels: int,
+    lr_scale: optax.Schedule | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update on this device's slice of the global batch (per-device view).
 
@@ -60,11 +61,14 @@ def train_step(
       model: the Linen model.
       tx: the optimiser.
       num_levels: 2 or 256.
+      lr_scale: `state.learning_rate_scale(config.train)`: multiplies the updates, given
+        the step before this update; None keeps them as `tx` gives them.
 
     Returns:
       (new state, metrics) with metrics identical on all devices: 'loss' (mean NLL in nats
       per image), 'bits_per_dim', 'grad_norm' (before clipping), 'param_norm' (after the
-      update), 'params_finite' (after the update).
+      update), 'params_finite' (after the update), and with `lr_scale` 'lr_scale' (the
+      multiplier this update used).
     """
     images = batch["image"].astype(jnp.int32)
     labels = batch.get("label")
@@ -91,6 +95,9 @@ def train_step(
     grads = jax.lax.pmean(grads, DATA_AXIS)
     loss = jax.lax.pmean(loss, DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if lr_scale is not None:
+        scale = lr_scale(state.step)
+        updates = jax.tree.map(lambda update: update * scale.astype(update.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     num_dims = math.prod(images.shape[1:])
     metrics = {
@@ -100,6 +107,8 @@ def train_step(
         "param_norm": optax.tree.norm(params),
         "params_finite": all_finite(params),
     }
+    if lr_scale is not None:
+        metrics["lr_scale"] = scale
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
@@ -134,10 +143,13 @@ def eval_step(
     }
 
 
-def make_train_step(model, tx, num_levels: int, mesh) -> Callable:
-    """`(state, global batch, rng) -> (state, metrics)`, data-parallel, state donated."""
+def make_train_step(model, tx, num_levels: int, mesh, lr_scale=None) -> Callable:
+    """`(state, global batch, rng) -> (state, metrics)`, data-parallel, state donated.
+
+    `lr_scale`: as in `train_step`.
+    """
     return parallel.data_parallel(
-        functools.partial(train_step, model=model, tx=tx, num_levels=num_levels),
+        functools.partial(train_step, model=model, tx=tx, num_levels=num_levels, lr_scale=lr_scale),
         mesh,
         in_specs=(P(), P(DATA_AXIS), P()),
         out_specs=(P(), P()),
