@@ -3,7 +3,8 @@
 `profile_train_step` traces a few calls of the runner's own train step
 (`runner_step.runner_train_step`: clipping, metrics, `shard_map`) and reads the trace back with
 `jax.profiler.ProfileData`. On CPU every XLA thunk (a fusion, a matmul, a while loop) is
-an event on one of XLA:CPU's worker threads; nested events (a loop body's kernels inside
+an event on one of XLA:CPU's threads (its worker pool, or the client thread that runs the
+program and executes some thunks itself); nested events (a loop body's kernels inside
 the loop's event) are subtracted from their parent, so each operation gets its *self*
 time. The operations are then summarised three ways:
 
@@ -13,7 +14,7 @@ time. The operations are then summarised three ways:
 - by the model scope that XLA's metadata names (`row_lstm_N/layer/transpose`,
   forward or backward).
 
-Times are summed over worker threads, so they add up to more than the wall time when XLA
+Times are summed over threads, so they add up to more than the wall time when XLA
 runs independent operations side by side. This is the profile that found the transposes,
 the scan buffers and the padded Diagonal rows listed in WORKSPACE_NOTES.md.
 """
@@ -34,8 +35,11 @@ import numpy as np
 from experiments.benchmarks import runner_step, scan
 from pixel_rnn_jax import models
 
-# Thread lines of XLA:CPU's worker pool in a host trace.
-CPU_WORKER_LINE = "XLAEigen"
+# Thread lines on which XLA:CPU runs thunks in a host trace: its worker pool and the client
+# thread that executes the program. Both must be read: which thread runs a given thunk
+# (a whole small loop, say) changes from run to run, and reading only the pool lost every
+# loop kernel of some traces.
+CPU_EXECUTION_LINES = ("XLAEigen", "XLAPjRtCpuClient")
 _SUFFIX = re.compile(r"\.\d+$")
 
 
@@ -44,7 +48,7 @@ class OpTime:
     """One XLA operation's self time over the traced calls."""
 
     name: str  # HLO instruction name, e.g. 'copy_bitcast_fusion.12'
-    self_ns: int  # summed over all its executions and worker threads
+    self_ns: int  # summed over all its executions and threads
     count: int  # executions
 
     @property
@@ -75,7 +79,7 @@ def self_times(events_per_thread: Iterable[Iterable[tuple[str, int, int]]]) -> l
     return [OpTime(name, totals[name], counts[name]) for name in totals]
 
 
-def read_trace(trace_dir: str, line_filter: str = CPU_WORKER_LINE) -> list[OpTime]:
+def read_trace(trace_dir: str, lines: tuple[str, ...] = CPU_EXECUTION_LINES) -> list[OpTime]:
     """Self times of the XLA operations in the newest trace under `trace_dir`."""
     files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
     if not files:
@@ -85,11 +89,11 @@ def read_trace(trace_dir: str, line_filter: str = CPU_WORKER_LINE) -> list[OpTim
         [(event.name, event.start_ns, event.duration_ns) for event in line.events]
         for plane in data.planes
         for line in plane.lines
-        if line_filter in line.name
+        if any(part in line.name for part in lines)
     ]
     ops = self_times(threads)
     if not ops:
-        raise ValueError(f"The trace has no '{line_filter}' thread lines (not a CPU trace?).")
+        raise ValueError(f"The trace has no {lines} thread lines (not a CPU trace?).")
     return ops
 
 
@@ -184,7 +188,7 @@ def format_summary(summary: dict[str, object]) -> str:
     """The summary as Markdown tables."""
     lines = [
         f"## {summary['model']} {summary['image_size']}x{summary['image_size']}, batch "
-        f"{summary['batch_size']}: ms per train step, summed over XLA:CPU worker threads",
+        f"{summary['batch_size']}: ms per train step, summed over XLA:CPU's threads",
         "",
         f"- total {summary['total_ms']:.1f}; inside recurrence loops "
         f"{summary['in_loop_ms']:.1f}; outside {summary['outside_loop_ms']:.1f}; runtime "
