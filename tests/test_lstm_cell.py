@@ -29,6 +29,12 @@ def test_g_is_tanh_not_sigmoid():
     assert np.isclose(float(cell[0, 0]), float(jax.numpy.tanh(-1.0)), atol=1e-6)
 
 
+def row_lstm_step(kernel, state, input_gates):
+    """The Row LSTM's `row_step`: the cell its layer, 'latency' driver and cached body call."""
+    state = row_lstm.row_step(row_lstm.LSTM, kernel, state, input_gates)
+    return state, state[0]
+
+
 def _autodiff_reference(step, kernel, input_gates):
     """The layer's readable pure step function under plain `lax.scan` autodiff."""
     zeros = jnp.zeros((*input_gates.shape[1:-1], input_gates.shape[-1] // 4))
@@ -41,7 +47,8 @@ def test_custom_vjp_matches_autodiff_of_the_plain_scan(kind, unroll):
     """The hand-written backward sweep gives the gradients autodiff gives."""
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     if kind == "row":
-        state_to_gates, step = row_lstm.row_state_to_gates, row_lstm.row_lstm_step
+        state_to_gates = row_lstm.row_state_to_gates
+        step = row_lstm_step
         kernel = 0.5 * jax.random.normal(keys[0], (9, 12))
         gates = jax.random.normal(keys[1], (5, 2, 4, 12))  # [rows, batch, width, 4h]
     else:
@@ -96,3 +103,35 @@ def test_sweep_from_given_states_with_a_mask_matches_autodiff(unroll):
     want = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(*args)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def folded_equals_stepwise(state_to_gates, kernel, hiddens):
+    """`state_to_gates` on T steps folded into the leading axis == per step, then folded."""
+    state_to_gates = jax.jit(state_to_gates)
+    folded = state_to_gates(kernel, hiddens.reshape(-1, *hiddens.shape[2:]))
+    stepwise = jnp.concatenate([state_to_gates(kernel, hidden) for hidden in hiddens])
+    return bool(np.allclose(folded, stepwise, rtol=1e-6, atol=1e-6))
+
+
+def test_state_to_gates_treats_time_folded_into_the_batch_as_batch():
+    """The `StateToGates` contract that `lstm_sweep`'s backward relies on, for every
+    state_to_gates the models hand to it; and a function that breaks it is caught."""
+    keys = jax.random.split(jax.random.PRNGKey(7), 6)
+    h = 3
+    cases = (
+        # [T, batch, width, h] rows; [T, batch, height, h] columns; [T, 2 directions, ...].
+        (row_lstm.row_state_to_gates, (9, 12), (4, 2, 5, h)),
+        (diagonal_lstm.diagonal_state_to_gates, (6, 12), (4, 2, 5, h)),
+        (diagonal_lstm.stacked_state_to_gates, (2, 6, 12), (4, 2, 2, 5, h)),
+    )
+    for index, (state_to_gates, kernel_shape, hidden_shape) in enumerate(cases):
+        kernel = jax.random.normal(keys[2 * index], kernel_shape)
+        hiddens = jax.random.normal(keys[2 * index + 1], hidden_shape)
+        assert folded_equals_stepwise(state_to_gates, kernel, hiddens), state_to_gates
+
+    def mixes_the_leading_axis(kernel, hidden):  # reads the "previous batch entry"
+        return row_lstm.row_state_to_gates(kernel, jnp.roll(hidden, 1, axis=0))
+
+    kernel = jax.random.normal(keys[0], (9, 12))
+    hiddens = jax.random.normal(keys[1], (4, 2, 5, h))
+    assert not folded_equals_stepwise(mixes_the_leading_axis, kernel, hiddens)

@@ -63,7 +63,7 @@ class RowLSTMTest(chex.TestCase, parameterized.TestCase):
         chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-6)
 
     def test_layer_is_causal_along_the_row(self):
-        layer = row_lstm.RowLSTMLayer(hidden_dim=3)
+        layer = row_lstm.RowLayer(hidden_dim=3)
         x = jax.random.normal(jax.random.PRNGKey(1), (1, 3, 6, 4))
         variables = layer.init(jax.random.PRNGKey(2), x)
         base = layer.apply(variables, x)

@@ -3,13 +3,15 @@
 - `pixel_rnn`: the stack (mask-A input convolution, body units, skips, output stack).
 - `row_lstm`, `diagonal_lstm`, `pixelcnn`: each body unit's Linen layer, its pure math and
   its cached one-pixel body for sampling, side by side.
-- `residual`: the residual unit around the recurrent layers and the parameter names.
+- `residual`: the residual unit around the recurrent layers, the parameter names and
+  `Body` (what a body kind provides); `registered_body` adds a kind for a with-block.
 - `multiscale`: the Multi-Scale PixelRNN (two PixelRNNs and a conditioning network).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -18,7 +20,7 @@ from flax import linen as nn
 
 from pixel_rnn_jax.models import multiscale, pixel_rnn
 from pixel_rnn_jax.models.multiscale import MultiScalePixelRNN
-from pixel_rnn_jax.models.pixel_rnn import BODIES, PixelRNN
+from pixel_rnn_jax.models.pixel_rnn import BODIES, Body, PixelRNN
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -64,6 +66,27 @@ MODEL_REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
 }
 
 
+@contextlib.contextmanager
+def registered_body(name: str, body: Body) -> Iterator[None]:
+    """Adds the body kind `name` (a PixelRNN of `body`'s units) for a with-block.
+
+    Inside it, `build_model`, the samplers, the coder and the probes know the kind as they
+    know the built-in ones; afterwards it is gone. How a new recurrent unit is tried without
+    touching the library: tests/test_unit_extension.py registers a Row GRU this way.
+
+    Raises:
+      ValueError: `name` is already a model name.
+    """
+    if name in MODEL_REGISTRY or name in BODIES:
+        raise ValueError(f"Model name {name!r} is taken; choose another.")
+    BODIES[name] = body
+    MODEL_REGISTRY[name] = pixel_rnn.build_pixel_rnn
+    try:
+        yield
+    finally:
+        del BODIES[name], MODEL_REGISTRY[name]
+
+
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Builds the model named `config.name` with the fields of `default_model_config()`."""
     if config.name not in MODEL_REGISTRY:
@@ -87,10 +110,12 @@ def count_parameters(config: ml_collections.ConfigDict, height: int = 8, width: 
 
 __all__ = [
     "BODIES",
+    "Body",
     "MODEL_REGISTRY",
     "MultiScalePixelRNN",
     "PixelRNN",
     "build_model",
     "count_parameters",
     "default_model_config",
+    "registered_body",
 ]

@@ -551,7 +551,7 @@ def _prepare(
             dense = incremental.masked_dense(layer[name], groups, NUM_GATES)
             # Bias [4h], or [batch, 4h] with the class embedding of each image's label.
             dense["bias"] = incremental.add_class_embedding(
-                dense["bias"], layer, class_name, labels_one_hot
+                dense["bias"], incremental.optional_kernel(layer, class_name), labels_one_hot
             )
             inputs[key] = dense
         body.append(
@@ -559,8 +559,8 @@ def _prepare(
                 **inputs,
                 # [channels, 4h], full_context only: unmasked, since its output moves a row down.
                 "right_context": None if context is None else context["kernel"],
-                "left_conditioning": incremental.conditioning_kernel(layer, LEFT_CONDITIONING),
-                "right_conditioning": incremental.conditioning_kernel(layer, RIGHT_CONDITIONING),
+                "left_conditioning": incremental.optional_kernel(layer, LEFT_CONDITIONING),
+                "right_conditioning": incremental.optional_kernel(layer, RIGHT_CONDITIONING),
                 "state_kernels": layer[STATE_TO_STATE],  # [2, 2h, 4h], left then right
                 "output": incremental.masked_dense(unit[residual.OUTPUT], groups),
             }

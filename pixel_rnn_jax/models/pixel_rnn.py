@@ -9,8 +9,7 @@ the output stack. The stack's one-pixel evaluation for the cached sampler
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import chex
 import jax
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from pixel_rnn_jax.models import diagonal_lstm, pixelcnn, row_lstm
+from pixel_rnn_jax.models import diagonal_lstm, pixelcnn, residual, row_lstm
 from pixel_rnn_jax.nn import incremental, layers, recurrence
 
 INPUT_CONV = "input_conv"  # the k x k mask-A convolution on the image
@@ -30,23 +29,11 @@ def skip_name(index: int) -> str:
     return f"skip_{index}"
 
 
-class Body(NamedTuple):
-    """One kind of body unit: how to build it, and how to evaluate it one pixel at a time."""
-
-    # (model, index) -> a Linen module [B, H, W, 2h] (+ context, conditioning, one-hot
-    # labels) -> same shape.
-    make_unit: Callable[[nn.Module, int], nn.Module]
-    # Its cached evaluation for `sampling.cached`.
-    cached: incremental.CachedBody
-    # The whole body under the 'latency' schedule when it is not unit by unit: (model,
-    # params, x, conditioning, one-hot labels) -> every unit's output, from the parameters
-    # the units create. None: the units run either schedule themselves (or have no loop).
-    latency_stack: Callable[..., list[jax.Array]] | None = None
-
+Body = residual.Body  # what a body kind provides: its unit, cached body and 'latency' stack
 
 # The body kinds by model name: each module defines its unit and its cached body together.
 BODIES: dict[str, Body] = {
-    row_lstm.KIND: Body(row_lstm.make_unit, row_lstm.CACHED_BODY, row_lstm.stack_over_rows),
+    row_lstm.KIND: row_lstm.BODY,
     diagonal_lstm.KIND: Body(diagonal_lstm.make_unit, diagonal_lstm.CACHED_BODY),
     pixelcnn.KIND: Body(pixelcnn.make_unit, pixelcnn.CACHED_BODY),
 }

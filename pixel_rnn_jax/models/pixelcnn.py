@@ -102,9 +102,11 @@ def _prepare(
             "conv_kernel": incremental.causal_rows(block[CONV]["kernel"], "B", groups),
             # [h], or [batch, h] with the class embedding of each image's label.
             "conv_bias": incremental.add_class_embedding(
-                block[CONV]["bias"], block, CLASS_EMBEDDING, labels_one_hot
+                block[CONV]["bias"],
+                incremental.optional_kernel(block, CLASS_EMBEDDING),
+                labels_one_hot,
             ),
-            "conditioning": incremental.conditioning_kernel(block, CONDITIONING),  # [c, h]
+            "conditioning": incremental.optional_kernel(block, CONDITIONING),  # [c, h]
             "expand": incremental.masked_dense(block[EXPAND], groups),
         }
         for block in residual.unit_params(params, KIND, model.num_layers)

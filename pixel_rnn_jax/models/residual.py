@@ -1,24 +1,45 @@
-"""The residual unit around every recurrent layer, and the names the parameter tree uses.
+"""The residual unit around every recurrent layer, the names the parameter tree uses, and
+what a body kind provides (`Body`).
 
 Every body unit of the stack is a submodule named `unit_name(kind, index)` (`row_lstm_0`,
 `diagonal_bilstm_3`, `pixelcnn_1`); a recurrent layer sits inside its residual unit as
-`LAYER` with the unit's mask-B 1x1 back to 2h as `OUTPUT`. The cached bodies read their
-parameters through these same names, so a rename is one edit here, caught by the legacy
+`LAYER` with the unit's mask-B 1x1 back to 2h as `OUTPUT`. The cached bodies and the
+'latency' drivers read their parameters through these same names (`output_dense`,
+`unit_output` for the unit's own part), so a rename is one edit here, caught by the legacy
 checkpoint test (tests/test_legacy_checkpoints.py) if it would break saved runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from pixel_rnn_jax.nn import layers
+from pixel_rnn_jax.nn import incremental, layers
 
 LAYER = "layer"  # the recurrent layer inside a ResidualRecurrentUnit
 OUTPUT = "output"  # the unit's mask-B 1x1 from h back to 2h features
+
+
+class Body(NamedTuple):
+    """One kind of body unit: how to build it, and how to evaluate it one pixel at a time.
+
+    `models.pixel_rnn.BODIES` holds one per model name; `models.registered_body` adds one
+    for the length of a with-block (how tests/test_unit_extension.py adds its unit).
+    """
+
+    # (model, index) -> a Linen module [B, H, W, 2h] (+ context, conditioning, one-hot
+    # labels) -> same shape, named `unit_name(kind, index)`.
+    make_unit: Callable[[nn.Module, int], nn.Module]
+    # Its cached evaluation for `sampling.cached`.
+    cached: incremental.CachedBody
+    # The whole body under the 'latency' schedule when it is not unit by unit: (model,
+    # params, x, conditioning, one-hot labels) -> every unit's output, from the parameters
+    # the units create. None: the units run either schedule themselves (or have no loop).
+    latency_stack: Callable[..., list[jax.Array]] | None = None
 
 
 def unit_name(kind: str, index: int) -> str:
@@ -77,3 +98,28 @@ def recurrent_unit(model: nn.Module, kind: str, index: int, layer: nn.Module) ->
 def unit_params(params, kind: str, num_layers: int) -> list:
     """The parameters of body units 0 .. num_layers - 1 of a `kind` model, in order."""
     return [params[unit_name(kind, index)] for index in range(num_layers)]
+
+
+def output_dense(unit: incremental.Params, num_groups: int) -> incremental.Params:
+    """A recurrent unit's `OUTPUT` 1x1 as a masked `[h, 2h]` kernel and its `[2h]` bias."""
+    return incremental.masked_dense(unit[OUTPUT], num_groups)
+
+
+def unit_output(
+    model: nn.Module, x: jax.Array, hidden: jax.Array, output: incremental.Params
+) -> jax.Array:
+    """A recurrent unit's output from its input and its layer's hidden state, outside Flax.
+
+    What `ResidualRecurrentUnit` computes after its layer, for the drivers that run the
+    units from their parameters (the 'latency' stacks, the cached bodies).
+
+    Args:
+      model: the PixelRNN (its `use_residual`).
+      x: [..., 2h] the unit's input.
+      hidden: [..., h] its layer's output.
+      output: `output_dense`, in the compute dtype (the product runs in it).
+
+    Returns:
+      [..., 2h].
+    """
+    return residual(model, x, layers.matmul_2d(hidden, output["kernel"]) + output["bias"])

@@ -89,8 +89,12 @@ def shift_in(register: jax.Array, value: jax.Array, axis: int) -> jax.Array:
     return jax.lax.slice_in_dim(jnp.concatenate([register, value], axis), 1, None, axis=axis)
 
 
-def conditioning_kernel(layer: Params, name: str) -> jax.Array | None:
-    """The unmasked 1x1 (Dense) `[c, features]` of the conditioning map, if the layer has one."""
+def optional_kernel(layer: Params, name: str) -> jax.Array | None:
+    """The kernel of the layer's optional unmasked 1x1 (Dense) `name`, None if it has none.
+
+    The conditioning map's 1x1s (multi-scale) and the class embeddings (conditional models)
+    exist only in the models that use them.
+    """
     return layer[name]["kernel"] if name in layer else None
 
 
@@ -107,23 +111,28 @@ def stack_layers(**per_layer: list[jax.Array]) -> Cache:
     return {name: jnp.stack(values) for name, values in per_layer.items()}
 
 
-def add_class_embedding(bias, layer: Params, name: str, labels_one_hot):
-    """A pre-activation's bias plus the layer's class embedding (`nn.Dense`, no bias).
+def add_class_embedding(bias, kernel: jax.Array | None, labels_one_hot):
+    """A pre-activation's bias plus a layer's class embedding (`nn.Dense`, no bias).
 
     The class term is the same at every pixel, so the cached bodies fold it into the bias
     once per sample: `[out]` becomes `[batch, out]`.
+
+    Args:
+      bias: [out].
+      kernel: the class embedding's `[num_classes, out]` kernel, None if the layer has none.
+      labels_one_hot: [batch, num_classes] or None (unconditional).
 
     Raises:
       ValueError: labels were given but the layer has no class embedding.
     """
     if labels_one_hot is None:
         return bias
-    if name not in layer:
+    if kernel is None:
         raise ValueError(
             "Labels were given but the variables hold no class embeddings; initialise a "
             "model with model.num_classes > 0."
         )
-    return bias + labels_one_hot @ layer[name]["kernel"]
+    return bias + labels_one_hot @ kernel
 
 
 def no_row_work(model: nn.Module, body_params: Params, cache: Cache, *unused) -> Cache:

@@ -31,7 +31,14 @@ from pixel_rnn_jax.nn import recurrence
 
 NUM_GATES = 4
 
-# (state_kernel, hidden [..., hidden]) -> [..., 4 * hidden]; linear in each argument.
+# (state_kernel, hidden [lead, ..., hidden]) -> [lead, ..., 4 * hidden]; linear in each
+# argument, and it must treat the leading axis as a batch axis: applied to the states of
+# T steps folded into it (`[T * lead, ...]`, time-major) it must give the T steps' results
+# folded the same way, because `lstm_sweep`'s backward computes the kernel gradient in
+# one call on all steps so folded (`_backward`). A function that mixes entries along that
+# axis (as `stacked_state_to_gates` pairs the two directions on it) must pair them within
+# each step's block only. tests/test_lstm_cell.py checks every state_to_gates the models
+# hand to the sweep (`test_state_to_gates_treats_time_folded_into_the_batch_as_batch`).
 StateToGates = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -69,8 +76,9 @@ def lstm_recurrence(
     states; `lstm_sweep` (which this calls) says how it is differentiated.
 
     Args:
-      state_to_gates: `(kernel, hidden) -> gates`, linear in each argument, a module-level
-        function (it is a static argument); `hidden` is one step's `[..., hidden]` state.
+      state_to_gates: `(kernel, hidden) -> gates`, a `StateToGates` (linear in each
+        argument, the leading axis a batch axis: see there), a module-level function (it
+        is a static argument); `hidden` is one step's `[..., hidden]` state.
       state_kernel: the kernel passed to `state_to_gates`.
       input_gates: [T, ..., 4 * hidden] input-to-state pre-activations, time first.
       unroll: see `recurrence.parse_unroll`; used by both sweeps.
@@ -205,7 +213,9 @@ def _backward(state_to_gates, unroll, residuals, cotangents):
         step, (d_last_hidden, d_last_cell, last_cell), xs, unroll, reverse=True
     )
     # The kernel gradient needs no recurrence: one product over all steps at once, with the
-    # steps folded into the batch axis so that it is a single two-dimensional matmul.
+    # steps folded into the batch axis so that it is a single two-dimensional matmul. This
+    # is where the `StateToGates` contract is relied on: `state_to_gates` sees
+    # `[T * lead, ...]` and must treat it as T steps' batches.
     prev_hiddens = jnp.concatenate([hidden0[None], hiddens[:-1]]).astype(compute)
     folded = prev_hiddens.reshape(-1, *prev_hiddens.shape[2:])
     _, kernel_vjp = jax.vjp(lambda k: state_to_gates(k, folded), state_kernel)

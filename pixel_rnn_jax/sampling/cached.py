@@ -37,10 +37,9 @@ from pixel_rnn_jax.sampling import common
 # -> the values [batch] to write at that position.
 ChooseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
-# Cached bodies by model name (the keys of `models.pixel_rnn.BODIES`).
-CACHED_BODIES: dict[str, incremental.CachedBody] = {
-    name: body.cached for name, body in pixel_rnn.BODIES.items()
-}
+# The body kinds by model name, each with its cached body (`Body.cached`): the registry
+# itself, so that a kind registered later (`models.registered_body`) is found too.
+CACHED_BODIES: dict[str, pixel_rnn.Body] = pixel_rnn.BODIES
 
 
 def run_incremental(
@@ -79,7 +78,7 @@ def run_incremental(
       output or None).
     """
     params = variables["params"]
-    body = CACHED_BODIES[model.name_in_registry]
+    body = CACHED_BODIES[model.name_in_registry].cached
     # The walk computes in the model's dtype, as the Linen model does (states, logits float32).
     shell = incremental.in_compute_dtype(pixel_rnn.prepare_shell(model, params), model.dtype)
     batch, height, width, channels = images.shape
