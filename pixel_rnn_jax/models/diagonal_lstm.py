@@ -6,6 +6,11 @@ previous skewed column reads the pixel to the left (row r) and the pixel above (
 The right-to-left direction runs on the mirrored map; its output is mirrored back and
 shifted down one row before it is added, so it only ever carries completed rows.
 
+The unit is defined once: its parameter names (`unpack`), its cell at one position
+(`diagonal_lstm_cell`, from the state above, `row_above`, and the state to the left) and
+the unit's output (`residual.unit_output`) are what the layer's sweeps and the cached
+one-pixel body call.
+
 The layer skews its 2h-feature input and computes the gates in the skewed frame. How the
 sweeps run is the model's schedule (`recurrence.resolve_schedule`), the parameters and the
 function being the same under both:
@@ -33,7 +38,7 @@ from pixel_rnn_jax.nn import incremental, layers, recurrence
 from pixel_rnn_jax.nn.lstm_cell import NUM_GATES, lstm_cell, lstm_sweep
 
 KIND = "diagonal_bilstm"  # the model name in the registry and the prefix of its units' names
-# Parameter names inside a DiagonalBiLSTMLayer, shared by the layer and its cached body.
+# Parameter names inside a DiagonalBiLSTMLayer: the layer creates them, `unpack` reads them.
 LEFT_INPUT = "left_to_right_input"  # mask-B 1x1 input-to-state, left-to-right direction
 RIGHT_INPUT = "right_to_left_input"  # the same for the right-to-left direction
 RIGHT_CONTEXT = "right_to_left_context"  # full_context only: unmasked 1x1 of the image
@@ -68,9 +73,15 @@ def unskew(x: jax.Array, width: int) -> jax.Array:
     return flat.reshape(batch, height, width + height, features)[:, :, :width]
 
 
-def shift_down(x: jax.Array) -> jax.Array:
-    """Moves `[batch, height, width, f]` down one row; the top row becomes zeros."""
-    return jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+def shift_down(x: jax.Array, axis: int = 1) -> jax.Array:
+    """Moves `x` down one row along its rows `axis`: row r gets row r - 1, row 0 zeros.
+
+    The one shift of the Diagonal BiLSTM: the right-to-left output, `[batch, height, width,
+    f]` (axis 1), reaches row r from row r - 1; and a sweep's "above" state (`row_above`).
+    """
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 0)
+    return jax.lax.slice_in_dim(jnp.pad(x, pad), 0, x.shape[axis], axis=axis)
 
 
 def to_columns(x: jax.Array) -> jax.Array:
@@ -94,6 +105,32 @@ def from_columns(columns: jax.Array, width: int) -> jax.Array:
     return image.reshape(*lead, height, width, features)
 
 
+def row_above(hidden: jax.Array) -> jax.Array:
+    """The state of row r - 1 at row r: `[..., height, features]` shifted down one row.
+
+    The 2 x 1 state-to-state convolution reads, from the previous skewed column, row r
+    (the pixel to the left) and row r - 1 (the pixel above); it must not read row r + 1,
+    a future pixel, so "above" is the previous column shifted down, zeros entering at the
+    top. Rows are the second-to-last axis in every layout the sweeps use.
+    """
+    return shift_down(hidden, axis=hidden.ndim - 2)
+
+
+def diagonal_state(state_kernel: jax.Array, above: jax.Array, left: jax.Array) -> jax.Array:
+    """The state-to-state 2 x 1 convolution at a position, as one matmul.
+
+    Args:
+      state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read the hidden state
+        above, the last `hidden` rows the one to the left.
+      above: [..., hidden] hidden state at (i - 1, j) (`row_above` in the skewed frame).
+      left: [..., hidden] hidden state at (i, j - 1) (the same row of the previous column).
+
+    Returns:
+      [..., 4 * hidden] state-to-state gate pre-activations, in the kernel's dtype.
+    """
+    return layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
+
+
 def diagonal_lstm_cell(
     state_kernel: jax.Array,
     above: jax.Array,
@@ -104,8 +141,7 @@ def diagonal_lstm_cell(
     """The Diagonal LSTM at one position, in image coordinates.
 
     Args:
-      state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read the hidden state
-        above, the last `hidden` rows the one to the left.
+      state_kernel: [2 * hidden, 4 * hidden] (see `diagonal_state`).
       above: [..., hidden] hidden state at (i - 1, j), zeros on the top row.
       left: [..., hidden] hidden state at (i, j - 1), zeros in the first column.
       left_cell: [..., hidden] cell state at (i, j - 1), zeros in the first column.
@@ -114,13 +150,16 @@ def diagonal_lstm_cell(
     Returns:
       (hidden, cell) at (i, j), each [..., hidden].
     """
-    state = layers.matmul_2d(jnp.concatenate([above, left], axis=-1), state_kernel)
+    state = diagonal_state(state_kernel, above, left)
     # Summed in float32 whatever the compute dtype, as in the sweep (see `lstm_cell`).
     return lstm_cell(input_gates.astype(jnp.float32) + state.astype(jnp.float32), left_cell)
 
 
 def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.Array:
-    """The state-to-state 2 x 1 convolution of one skewed column as one matmul.
+    """`diagonal_state` of a whole skewed column from the previous one (the sweeps' form).
+
+    Reads only the rows axis, so a leading `[time * batch]` axis is batch, as
+    `lstm_cell.lstm_sweep`'s backward needs (its `StateToGates` contract).
 
     Args:
       state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read row r - 1, the
@@ -130,11 +169,8 @@ def diagonal_state_to_gates(state_kernel: jax.Array, hidden: jax.Array) -> jax.A
     Returns:
       [batch, height, 4 * hidden] state-to-state gate pre-activations.
     """
-    # The 2 x 1 convolution must not read row r + 1 (that would be a future pixel), so the
-    # "above" input is the previous column shifted down, with zeros entering at the top.
-    above = jnp.pad(hidden, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     # In the skewed frame the previous column's row r is the pixel to the left.
-    return layers.matmul_2d(jnp.concatenate([above, hidden], axis=-1), state_kernel)
+    return diagonal_state(state_kernel, row_above(hidden), hidden)
 
 
 def diagonal_lstm_step(
@@ -142,11 +178,10 @@ def diagonal_lstm_step(
     carry: tuple[jax.Array, jax.Array],
     input_gates: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-    """Computes one skewed column from the previous one.
+    """Computes one skewed column from the previous one: `diagonal_lstm_cell` at every row.
 
     Args:
-      state_kernel: [2 * hidden, 4 * hidden]; the first `hidden` rows read the row above
-        (r - 1), the last `hidden` rows the same row (r), both in the previous column.
+      state_kernel: [2 * hidden, 4 * hidden] (see `diagonal_state_to_gates`).
       carry: (hidden, cell) of the previous skewed column, each [batch, height, hidden].
       input_gates: [batch, height, 4 * hidden] input-to-state pre-activations.
 
@@ -154,11 +189,7 @@ def diagonal_lstm_step(
       ((hidden, cell), hidden) for this column, each [batch, height, hidden].
     """
     hidden, cell = carry
-    # The 2 x 1 convolution must not read row r + 1 (that would be a future pixel), so the
-    # "above" input is the previous column shifted down, with zeros entering at the top.
-    above = jnp.pad(hidden, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    # In the skewed frame the previous column's row r is the pixel to the left.
-    hidden, cell = diagonal_lstm_cell(state_kernel, above, hidden, cell, input_gates)
+    hidden, cell = diagonal_lstm_cell(state_kernel, row_above(hidden), hidden, cell, input_gates)
     return (hidden, cell), hidden
 
 
@@ -344,9 +375,7 @@ def stacked_state_to_gates(state_kernels: jax.Array, hidden: jax.Array) -> jax.A
     """
     lead, *rest = hidden.shape
     paired = hidden.reshape(lead // 2, 2, *rest)  # [n, direction, batch, height, h]
-    # Row r - 1 of the previous column, zeros entering at the top (see the one-direction form).
-    above = jnp.pad(paired, ((0, 0), (0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :, :-1]
-    inputs = jnp.concatenate([above, paired], axis=-1).astype(state_kernels.dtype)
+    inputs = jnp.concatenate([row_above(paired), paired], axis=-1).astype(state_kernels.dtype)
     gates = jnp.einsum("ndbrk,dkg->ndbrg", inputs, state_kernels)
     return gates.reshape(lead, *gates.shape[2:])
 
@@ -535,34 +564,83 @@ def make_unit(model: nn.Module, index: int) -> nn.Module:
 # the next row adds (the shift-down), O(1) per pixel amortised.
 
 
+class DirectionParams(NamedTuple):
+    """One direction's parameters in a Diagonal BiLSTM unit (h hidden units, c features)."""
+
+    input_kernel: jax.Array  # [1, 1, 2h, 4h] the mask-B 1x1 input-to-state (unmasked)
+    input_bias: jax.Array  # [4h]
+    state_kernel: jax.Array  # [2h, 4h] (see `diagonal_state`)
+    conditioning: jax.Array | None  # [c, 4h] (multi-scale only)
+    class_embedding: jax.Array | None  # [num_classes, 4h] (class-conditional only)
+
+
+class DiagonalParams(NamedTuple):
+    """One Diagonal BiLSTM unit's parameters by role, as the layer and its unit create them."""
+
+    left: DirectionParams  # the left-to-right direction
+    right: DirectionParams  # the right-to-left direction (run on the mirrored map)
+    # [channels, 4h], full_context only: the right-to-left direction's unmasked 1x1 of the
+    # image (unmasked since its output moves a row down).
+    right_context: jax.Array | None
+    output: incremental.Params  # the unit's masked 1x1 back to 2h (`residual.output_dense`)
+
+
+def unpack(unit: incremental.Params, num_groups: int) -> DiagonalParams:
+    """A Diagonal BiLSTM unit's parameters (`params[residual.unit_name(KIND, i)]`) by role.
+
+    The one reader of the names `DiagonalBiLSTMLayer` gives its parameters.
+    """
+    layer = unit[residual.LAYER]
+    state_kernels = layer[STATE_TO_STATE]  # [2, 2h, 4h], left then right
+
+    def direction(index, input_name, conditioning_name, class_name):
+        return DirectionParams(
+            input_kernel=layer[input_name]["kernel"],
+            input_bias=layer[input_name]["bias"],
+            state_kernel=state_kernels[index],
+            conditioning=incremental.optional_kernel(layer, conditioning_name),
+            class_embedding=incremental.optional_kernel(layer, class_name),
+        )
+
+    return DiagonalParams(
+        left=direction(0, LEFT_INPUT, LEFT_CONDITIONING, LEFT_CLASS_EMBEDDING),
+        right=direction(1, RIGHT_INPUT, RIGHT_CONDITIONING, RIGHT_CLASS_EMBEDDING),
+        right_context=incremental.optional_kernel(layer, RIGHT_CONTEXT),
+        output=residual.output_dense(unit, num_groups),
+    )
+
+
 def _prepare(
     model: nn.Module, params: incremental.Params, labels_one_hot: jax.Array | None = None
 ) -> incremental.Params:
     groups = model.num_channels
+
+    def direction(params: DirectionParams):
+        kernel = incremental.causal_rows(params.input_kernel, "B", groups, NUM_GATES)[0, 0]
+        return {
+            "input": {
+                "kernel": kernel,  # [2h, 4h]
+                # [4h], or [batch, 4h] with the class embedding of each image's label.
+                "bias": incremental.add_class_embedding(
+                    params.input_bias, params.class_embedding, labels_one_hot
+                ),
+            },
+            "state_kernel": params.state_kernel,  # [2h, 4h]
+        }
+
     body = []
     for unit in residual.unit_params(params, KIND, model.num_layers):
-        layer = unit[residual.LAYER]
-        context = layer.get(RIGHT_CONTEXT)
-        inputs = {}
-        for key, name, class_name in (
-            ("left_input", LEFT_INPUT, LEFT_CLASS_EMBEDDING),
-            ("right_input", RIGHT_INPUT, RIGHT_CLASS_EMBEDDING),
-        ):
-            dense = incremental.masked_dense(layer[name], groups, NUM_GATES)
-            # Bias [4h], or [batch, 4h] with the class embedding of each image's label.
-            dense["bias"] = incremental.add_class_embedding(
-                dense["bias"], incremental.optional_kernel(layer, class_name), labels_one_hot
-            )
-            inputs[key] = dense
+        unit = unpack(unit, groups)
         body.append(
             {
-                **inputs,
-                # [channels, 4h], full_context only: unmasked, since its output moves a row down.
-                "right_context": None if context is None else context["kernel"],
-                "left_conditioning": incremental.optional_kernel(layer, LEFT_CONDITIONING),
-                "right_conditioning": incremental.optional_kernel(layer, RIGHT_CONDITIONING),
-                "state_kernels": layer[STATE_TO_STATE],  # [2, 2h, 4h], left then right
-                "output": incremental.masked_dense(unit[residual.OUTPUT], groups),
+                "left": direction(unit.left),
+                "right": direction(unit.right),
+                # [c, 4h] or None; top-level keys naming "conditioning", where
+                # `sampling.cached` looks for them.
+                "left_conditioning": unit.left.conditioning,
+                "right_conditioning": unit.right.conditioning,
+                "right_context": unit.right_context,
+                "output": unit.output,
             }
         )
     return body
@@ -598,12 +676,13 @@ def _pixel(model, body_params, cache, x, column, conditioning):
     right = incremental.at_column(cache["right_hidden"], column, axis=2)  # R-to-L at (i - 1, j)
     hiddens, cells, inputs, outputs = [], [], [], []
     for index, layer in enumerate(body_params):
-        input_gates = incremental.dense(layer["left_input"], x)
+        left = layer["left"]
+        input_gates = incremental.dense(left["input"], x)
         input_gates = incremental.add_conditioning(
             input_gates, conditioning, layer["left_conditioning"]
         )
         hidden, cell = diagonal_lstm_cell(
-            layer["state_kernels"][0],
+            left["state_kernel"],
             above[index],
             cache["left_hidden"][index],
             cache["left_cell"][index],
@@ -612,7 +691,8 @@ def _pixel(model, body_params, cache, x, column, conditioning):
         hiddens.append(hidden)
         cells.append(cell)
         inputs.append(x)
-        x = residual.residual(model, x, incremental.dense(layer["output"], hidden + right[index]))
+        # The right-to-left output reaches row i from row i - 1 (`shift_down`).
+        x = residual.unit_output(model, x, hidden + right[index], layer["output"])
         outputs.append(x)
     return incremental.stack_layers(hidden=hiddens, cell=cells, inputs=inputs), outputs
 
@@ -636,9 +716,9 @@ def _end_row(model, body_params, cache, image_row, conditioning_row):
     """
     stack = lambda fn: jnp.stack([fn(layer) for layer in body_params])
     gates = jnp.einsum(
-        "lbwi,lio->lbwo", cache["inputs"], stack(lambda p: p["right_input"]["kernel"])
+        "lbwi,lio->lbwo", cache["inputs"], stack(lambda p: p["right"]["input"]["kernel"])
     )
-    bias = stack(lambda p: p["right_input"]["bias"])  # [L, 4h], or [L, batch, 4h] (labels)
+    bias = stack(lambda p: p["right"]["input"]["bias"])  # [L, 4h], or [L, batch, 4h] (labels)
     gates = gates + (bias[:, None, None] if bias.ndim == 2 else bias[:, :, None])
     if model.full_context:
         context = stack(lambda p: p["right_context"])  # [L, channels, 4h]
@@ -647,7 +727,7 @@ def _end_row(model, body_params, cache, image_row, conditioning_row):
         kernels = stack(lambda p: p["right_conditioning"])  # [L, c, 4h]
         conditioning_row = conditioning_row.astype(kernels.dtype)
         gates = gates + jnp.einsum("bwc,lco->lbwo", conditioning_row, kernels)
-    state_kernels = stack(lambda p: p["state_kernels"][1])  # [L, 2h, 4h]
+    state_kernels = stack(lambda p: p["right"]["state_kernel"])  # [L, 2h, 4h]
     cell_fn = jax.vmap(diagonal_lstm_cell)  # over layers
 
     def step(carry, column_inputs):
