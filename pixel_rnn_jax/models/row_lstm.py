@@ -51,15 +51,17 @@ class RowCell(NamedTuple):
     product of the previous row's hidden state (`row_state_to_gates`), each to
     `num_gates * h` pre-activations (gate-major, each block split into colour groups as
     `masks.gate_feature_groups` says); the cell combines them with its state at the pixel
-    above. A cell reading anything else (a pixel to the left, a later row) would break
-    causality: tests/test_unit_extension.py shows the probes a new cell must pass.
+    above. Colour causality needs the update to keep hidden unit u's features within u's
+    colour group (elementwise over units, as the LSTM and a GRU are; a normalisation over
+    all h units would let a channel see a later one). tests/test_unit_extension.py shows
+    the probes a new cell must pass.
     """
 
     num_gates: int  # blocks of h features in the pre-activations (the LSTM: o, f, i, g)
     num_states: int  # arrays in the cell's `State` (the LSTM: hidden and cell)
     # (input_gates [..., num_gates * h] and state_gates [..., num_gates * h], both in the
     #  compute dtype, state: the `State` at the pixel above) -> the `State` at the pixel.
-    # Pure and elementwise over the leading axes.
+    # Pure; elementwise over the leading axes.
     update: Callable[[jax.Array, jax.Array, State], State]
     # Optional: the 'throughput' sweep, the same function as `sweep_rows(cell, ...)` run
     # another way: (state_kernel [k * h, num_gates * h] in the compute dtype, input gates
