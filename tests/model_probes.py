@@ -108,3 +108,30 @@ def schedules_agree(config, images, labels=None, rtol=1e-5, atol=1e-6):
         got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
         assert np.max(np.abs(got - want)) <= atol + rtol * np.max(np.abs(want)), (got, want)
     return logits_t, logits_l
+
+
+class _ReadRecorder(dict):
+    """A parameter dict that records the path of every leaf read through `[]`."""
+
+    def __init__(self, tree, path, seen):
+        super().__init__(tree)
+        self._path, self._seen = path, seen
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        path = (*self._path, key)
+        if isinstance(value, dict):
+            return _ReadRecorder(value, path, self._seen)
+        self._seen.add(path)
+        return value
+
+
+def unread_parameters(unpack, unit_params) -> set[tuple[str, ...]]:
+    """The leaf paths of one unit's parameters that `unpack(unit_params)` never reads.
+
+    Empty when `unpack` is, as it should be, the reader of every name the layer creates.
+    """
+    seen = set()
+    unpack(_ReadRecorder(unit_params, (), seen))
+    leaves = jax.tree_util.tree_flatten_with_path(unit_params)[0]
+    return {tuple(key.key for key in path) for path, _ in leaves} - seen

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from model_probes import schedules_agree, tiny_model_config
+from model_probes import schedules_agree, tiny_model_config, unread_parameters
+from sampling_fixtures import random_variables
 
+from pixel_rnn_jax import models
 from pixel_rnn_jax.models import diagonal_lstm
 
 
@@ -202,3 +204,21 @@ def test_latency_schedule_equals_throughput_in_logits_and_gradients(channels, le
     labels = jnp.array([0, 2]) if config.num_classes else None
     tolerance = {"rtol": 2e-2, "atol": 1e-3} if config.dtype == "bfloat16" else {}
     schedules_agree(config, images, labels, **tolerance)
+
+
+def test_unpack_reads_every_parameter_of_a_unit():
+    """`unpack` is the one reader of the layer's names: a parameter the layer creates and
+    the 'latency' driver and the cached body would not see fails here."""
+    model = models.build_model(
+        tiny_model_config("diagonal_bilstm", 3, 4, hidden_dim=3, num_classes=2, full_context=True)
+    )
+    variables = random_variables(model, (1, 3, 3, 3), conditioning_dim=2)
+    unit = variables["params"]["diagonal_bilstm_1"]
+    names = " ".join(unit["layer"])  # every optional parameter is there
+    assert "conditioning" in names and "class_embedding" in names
+    assert not unread_parameters(lambda u: diagonal_lstm.unpack(u, 3), unit)
+    # A parameter the layer would create and `unpack` not read is caught.
+    grown = {**unit, "layer": {**unit["layer"], "new_gate": {"kernel": jnp.zeros(2)}}}
+    assert unread_parameters(lambda u: diagonal_lstm.unpack(u, 3), grown) == {
+        ("layer", "new_gate", "kernel")
+    }

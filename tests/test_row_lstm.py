@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from model_probes import schedules_agree, tiny_model_config
+from model_probes import schedules_agree, tiny_model_config, unread_parameters
+from sampling_fixtures import random_variables
 
 from pixel_rnn_jax import models
 from pixel_rnn_jax.models import row_lstm
@@ -102,3 +103,19 @@ def test_latency_schedule_is_one_scan_over_rows():
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)["params"]
     program = str(jax.make_jaxpr(lambda p: model.apply({"params": p}, images))(params))
     assert program.count("scan[") == 1 and "length=4" in program
+
+
+def test_unpack_reads_every_parameter_of_a_unit():
+    """`unpack` is the one reader of the layer's names: a parameter the layer creates and
+    the 'latency' driver and the cached body would not see fails here."""
+    model = models.build_model(tiny_model_config("row_lstm", 3, 4, hidden_dim=3, num_classes=2))
+    variables = random_variables(model, (1, 3, 3, 3), conditioning_dim=2)
+    unit = variables["params"]["row_lstm_1"]
+    names = " ".join(unit["layer"])  # every optional parameter is there
+    assert "conditioning" in names and "class_embedding" in names
+    assert not unread_parameters(lambda u: row_lstm.unpack(u, 3), unit)
+    # A parameter the layer would create and `unpack` not read is caught.
+    grown = {**unit, "layer": {**unit["layer"], "new_gate": {"kernel": jnp.zeros(2)}}}
+    assert unread_parameters(lambda u: row_lstm.unpack(u, 3), grown) == {
+        ("layer", "new_gate", "kernel")
+    }
