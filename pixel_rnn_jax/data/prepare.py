@@ -313,10 +313,15 @@ def manual_download_instructions(name: str, checksums: Mapping[str, download.Fil
     )
 
 
+def _staging_name(name: str) -> str:
+    """The stem of a dataset's lock file and staging folders in data_dir (no '/' in it)."""
+    return f"{_STAGING_PREFIX}{name.replace('/', '_')}"
+
+
 @contextlib.contextmanager
 def _lock(data_dir: str, name: str) -> Iterator[None]:
     """Serialises preparations of one dataset into one data_dir (POSIX)."""
-    path = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}.lock")
+    path = os.path.join(data_dir, f"{_staging_name(name)}.lock")
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -370,7 +375,7 @@ def _final_dir(data_dir: str, name: str, recipe: Recipe) -> str:
 
 
 def _remove_stale_staging(data_dir: str, name: str) -> None:
-    pattern = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}-*")
+    pattern = os.path.join(data_dir, f"{_staging_name(name)}-*")
     for stale in glob.glob(pattern):
         logging.info("Removing %s, left by an interrupted preparation.", stale)
         shutil.rmtree(stale, ignore_errors=True)
@@ -447,9 +452,7 @@ def prepare_dataset(
             paths = _gather_files(
                 name, recipe, checksums, source, data_dir, verify_checksums, policy
             )
-        staging = tempfile.mkdtemp(
-            prefix=f"{_STAGING_PREFIX}{name.replace('/', '_')}-", dir=data_dir
-        )
+        staging = tempfile.mkdtemp(prefix=f"{_staging_name(name)}-", dir=data_dir)
         try:
             builder = recipe.builder(
                 data_dir=staging,
