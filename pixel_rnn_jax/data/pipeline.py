@@ -198,9 +198,7 @@ class TrainIterator:
         """
         _check_config(spec, data_config)
         if not 0.0 <= perturb_rate <= 1.0:
-            raise ConfigError(
-                f"data.perturb_rate={perturb_rate} must be a probability in [0, 1]."
-            )
+            raise ConfigError(f"data.perturb_rate={perturb_rate} must be a probability in [0, 1].")
         self._with_labels = with_labels
         self._local_batch = check_global_batch(global_batch_size, process_count, process_count)
         shard = ShardOptions(process_index, process_count, drop_remainder=True)

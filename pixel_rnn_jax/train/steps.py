@@ -101,9 +101,7 @@ def train_step(
             loss = loss_fn(params)
             return loss + penalty, (loss, penalty)
 
-        (_, (loss, penalty)), grads = jax.value_and_grad(penalised_loss, has_aux=True)(
-            state.params
-        )
+        (_, (loss, penalty)), grads = jax.value_and_grad(penalised_loss, has_aux=True)(state.params)
         penalty_metrics["l2_penalty"] = jax.lax.pmean(penalty, DATA_AXIS)
     else:
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
