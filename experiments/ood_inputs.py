@@ -69,9 +69,9 @@ def parse_sets(names) -> list[tuple[str, str | None]]:
     return sets
 
 
-def _check_same_images(main, other, role) -> None:
-    mine = (tuple(main.spec.image_shape), main.spec.num_levels)
-    theirs = (tuple(other.spec.image_shape), other.spec.num_levels)
+def _check_same_images(main: data.DatasetSpec, other: data.DatasetSpec, role: str) -> None:
+    mine = (tuple(main.image_shape), main.num_levels)
+    theirs = (tuple(other.image_shape), other.num_levels)
     if mine != theirs:
         raise errors.ConfigError(
             f"The {role} model takes {theirs[0]} images with {theirs[1]} levels; the main model "
@@ -150,12 +150,13 @@ def resolve(
             f"--num={num} is larger than the {spec.eval_split} split, which has {num_test} images."
         )
     png_sets = {name: _png_set(name, directory, spec, num) for name, directory in sets if directory}
+    for role, (role_config, _) in runs.items():
+        if role != "main":
+            _check_same_images(spec, data.resolve_dataset(role_config.data), role)
     models = {}
     for role, (role_config, workdir) in runs.items():
         models[role] = train.load_checkpoint(role_config, workdir, which)
         logging.info("%s model: %s, step %d", role, workdir, models[role].step)
-        if role != "main":
-            _check_same_images(models["main"], models[role], role)
     test_images, _ = train.split_images(config, spec, spec.eval_split, num)
     out_images = {}
     for name, _ in sets:

@@ -263,6 +263,10 @@ class TrainIterator:
             for key, value in self._identity.items()
             if state.get(key) != value
         }
+        # Absent on both sides when off (states written before the field existed).
+        rates = (state.get("perturb_rate", 0.0), self._identity.get("perturb_rate", 0.0))
+        if rates[0] != rates[1]:
+            mismatched["perturb_rate"] = rates
         if mismatched:
             raise ValueError(
                 f"Iterator state does not match this iterator; (saved, current): {mismatched}."
