@@ -4,7 +4,7 @@ Suites (`--suite`):
   scan      (default) Row LSTM and Diagonal BiLSTM for every unroll setting (and every
             `--schedules` value), PixelCNN as the baseline: compile time, forward and
             train-step time, memory, images/s, model FLOP/s and its fraction of a matmul peak
-            measured in the same run, and the train step's sequential steps and loops.
+            measured in the same run, and the train step's loop trips, loops and dependent steps.
   sampling  naive vs cached sampling: `experiments.benchmarks.sampling.benchmark_sampling`.
   devices   data-parallel images/s of the train step on 1/2/4/8 devices (host-platform
             devices on CPU, one child process each): `experiments.benchmarks.devices`;
@@ -170,9 +170,10 @@ def run_scan(quick: bool, log) -> tuple[dict, list[dict]]:
             "a while-loop body once (kept in the JSON as xla_train_flops_per_image)"
         ),
         "memory": "peak MiB = argument + output + temp - alias from memory_analysis()",
-        "sequential_steps": (
+        "loop_trips": (
             "the train step's loops read from its jaxpr (experiments.benchmarks.loops): "
-            "their total trip count, forward and backward, and (in brackets) their number"
+            "their total trip count, forward and backward, and (in brackets) their number; "
+            "dependent steps: the longest chain of recurrence steps, which no unroll removes"
         ),
         "timing": (
             "median (min-max) of repeated calls after 1 warm-up call; train step = "

@@ -1,14 +1,15 @@
-"""Parameter counts of the named experiments' models, the sequential steps of their train
-step under each schedule, and its memory plan.
+"""Parameter counts of the named experiments' models, the loops of their train step under
+each schedule, and its memory plan.
 
 python -m experiments.model_summary                      # every non-smoke config
 python -m experiments.model_summary --configs=row_lstm_mnist,pixelcnn_cifar10
 python -m experiments.model_summary --nomemory           # no memory plan
 python -m experiments.model_summary --nomemory --nosteps # parameter counts only
 
-The sequential steps are the total trip count of the train step's loops, forward and
-backward, read from its program (`experiments.benchmarks.loops`; traced, not compiled), at
-the dataset's image size under `model.schedule` 'throughput' and 'latency'.
+The loop trips are the total trip count of the train step's loops, forward and backward,
+and the dependent steps the longest chain of recurrence steps (what unrolling cannot
+remove), both read from its program (`experiments.benchmarks.loops`; traced, not
+compiled), at the dataset's image size under `model.schedule` 'throughput' and 'latency'.
 python -m experiments.model_summary --output=benchmark_results/cpu_memory_plan
 
 The memory plan compiles (never runs) the runner's train step of every config at its
@@ -33,7 +34,7 @@ from pixel_rnn_jax.nn import recurrence
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config names; default: all non-smoke configs.")
 _MEMORY = flags.DEFINE_bool("memory", True, "Also compile each train step for its memory plan.")
-_STEPS = flags.DEFINE_bool("steps", True, "Also count each train step's sequential steps.")
+_STEPS = flags.DEFINE_bool("steps", True, "Also count each train step's loops.")
 _VARIANTS = flags.DEFINE_list(
     "variants",
     [f"{dtype}:{int(remat)}" for dtype, remat in memory.VARIANTS],
@@ -63,8 +64,10 @@ def parameter_table(names) -> str:
 
 
 def steps_table(names) -> str:
-    """Sequential steps (loops) of each config's train step under every schedule."""
-    columns = " | ".join(f"{schedule} steps (loops)" for schedule in recurrence.SCHEDULES)
+    """Loop trips (loops) / dependent steps of each config's train step per schedule."""
+    columns = " | ".join(
+        f"{schedule}: loop trips (loops) / dependent steps" for schedule in recurrence.SCHEDULES
+    )
     lines = [f"| config | image | {columns} |", "|---|---|" + "---|" * len(recurrence.SCHEDULES)]
     for name in names:
         config = configs.get_config(name)
@@ -78,7 +81,7 @@ def steps_table(names) -> str:
                 model, model_config.num_levels, (1, *shape)
             )
             count = loops.count_loops(*args)
-            cells.append(f"{count.sequential_steps:,} ({count.loops})")
+            cells.append(f"{count.loop_trips:,} ({count.loops}) / {count.dependent_steps:,}")
         lines.append(f"| {name} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -127,7 +130,7 @@ def main(argv):
     names = _CONFIGS.value or [n for n in configs.list_configs() if not n.endswith("_smoke")]
     print(parameter_table(names))
     if _STEPS.value:
-        print("\nSequential steps of the train step (forward and backward):\n")
+        print("\nLoops of the train step (forward and backward):\n")
         print(steps_table(names), flush=True)
     if not _MEMORY.value:
         return

@@ -15,13 +15,10 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from pixel_rnn_jax import checkpoints, metric_logging
+from pixel_rnn_jax import checkpoints, metric_logging, model_fields
 from pixel_rnn_jax.errors import WorkdirError, is_disk_full
 
 CONFIG_FILE = "config.json"  # written by the runner: the config and environment of the run
-# Model fields that change how the model is run, not its parameters: a checkpoint written
-# with one value restores under another (parameters are float32 under either `dtype`).
-EXECUTION_ONLY_MODEL_FIELDS = frozenset({"unroll", "dtype", "remat", "schedule"})
 # Folders inside the workdir that a training run writes into, when they already exist.
 _WRITTEN_SUBDIRS = (
     checkpoints.CHECKPOINT_SUBDIR,
@@ -50,16 +47,23 @@ def model_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -
 
     Returns:
       {dotted field: (recorded value, current value)} for every field that shapes the
-      parameters (`multiscale.*` only when either model is the multi-scale one); fields
+      parameters: all but `model_fields.PARAMETER_NEUTRAL_MODEL_FIELDS` (a checkpoint
+      restores under any `schedule`, `unroll`, `remat` or `dtype`), and `multiscale.*` only
+      when either model is the multi-scale one; fields
       present on one side only count as differences (recorded as None).
     """
     # Compare JSON to JSON: config.json was written with json.dump(default=str).
     current = json.loads(json.dumps(current, default=str))
     old, new = _flatten(recorded), _flatten(current)
-    multiscale = "multiscale" in (old.get("name"), new.get("name"))
+    multiscale = model_fields.reads_multiscale_fields(
+        recorded
+    ) or model_fields.reads_multiscale_fields(current)
     differences = {}
     for key in sorted(set(old) | set(new)):
-        if key in EXECUTION_ONLY_MODEL_FIELDS or (key.startswith("multiscale.") and not multiscale):
+        top = key.split(".")[0]
+        if top in model_fields.PARAMETER_NEUTRAL_MODEL_FIELDS or (
+            top == model_fields.MULTISCALE_FIELD and not multiscale
+        ):
             continue
         if old.get(key) != new.get(key):
             differences[key] = (old.get(key), new.get(key))

@@ -27,7 +27,7 @@ def test_tiny_accelerator_suite_writes_every_section(tmp_path):
         assert section["rows"], name
     assert {r["dtype"] for r in sections["scan"]["rows"]} == set(accelerator.TINY.scan_dtypes)
     # Both schedules timed, each with its train step's loops (2 layers of 8 rows, each way).
-    steps = {(r["schedule"], r["sequential_steps"]) for r in sections["scan"]["rows"]}
+    steps = {(r["schedule"], r["loop_trips"]) for r in sections["scan"]["rows"]}
     assert steps == {("throughput", 32), ("latency", 16)}
     assert {r["schedule"] for r in sections["equivalence"]["rows"]} == {"throughput", "latency"}
     assert {r["dtype"] for r in sections["causality"]["rows"]} == {"float32", "bfloat16"}

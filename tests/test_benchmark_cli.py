@@ -42,9 +42,12 @@ def test_scan_suite_writes_json_and_markdown_with_the_expected_rows(tmp_path):
         ("row_lstm", "latency", "1", False),
         ("row_lstm", "latency", "full", True),
     ]
-    # Sequential steps of the smoke train step: 2 layers x 8 rows, or 8 rows, each way.
-    steps = [(r["sequential_steps"], r["loops"]) for r in rows if "skipped" not in r]
-    assert steps == [(32, 4), (16, 2)]
+    # Loop trips of the smoke train step: 2 layers x 8 rows, or 8 rows, each way; the rows
+    # are as many dependent steps.
+    steps = [
+        (r["loop_trips"], r["loops"], r["dependent_steps"]) for r in rows if "skipped" not in r
+    ]
+    assert steps == [(32, 4, 32), (16, 2, 16)]
     for row in rows:
         if "skipped" not in row:
             assert row["train_images_per_s"] > 0 and row["forward"]["repeats"] == 1

@@ -111,8 +111,9 @@ def test_markdown_and_json_writers(tmp_path):
         "schedule": "latency",
         "unroll": "4",
         "batch_size": 16,
-        "sequential_steps": 14,
+        "loop_trips": 14,
         "loops": 2,
+        "dependent_steps": 28,
         "train_compile_s": 3.25,
         "forward": timing,
         "train": timing,
@@ -126,7 +127,7 @@ def test_markdown_and_json_writers(tmp_path):
     table = benchmarking.markdown_table([row, skipped]).splitlines()
     assert len(table) == 4
     assert table[2].split(" | ")[:5] == ["| row_lstm", "28x28", "latency", "4", "16"]
-    assert "| 14 (2) |" in table[2]
+    assert "| 14 (2) | 28 |" in table[2]
     assert "100.0 (90-120)" in table[2] and "160.0" in table[2] and "38.4%" in table[2]
     assert "too big" in table[3]
 

@@ -107,6 +107,30 @@ def test_fingerprint_follows_the_parameters_and_model_fields_not_the_schedule(ki
     assert container.fingerprint(other, params) != kind.fingerprint
     scheduled = _config("row_lstm", 1, 2, {"unroll": "python", "remat": True})
     assert container.fingerprint(scheduled, params) == kind.fingerprint
+    for schedule in ("throughput", "latency"):  # execution-only (`model_fields`)
+        scheduled = _config("row_lstm", 1, 2, {"schedule": schedule})
+        assert container.fingerprint(scheduled, params) == kind.fingerprint
+
+
+def test_a_file_compressed_under_another_schedule_decodes(kinds):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    config = _config("row_lstm", 1, 2, {"schedule": "latency"})
+    fingerprint = container.fingerprint(config, kind.variables["params"])
+    files = codec.compress(models.build_model(config), kind.variables, fingerprint, kind.images)
+    assert files == kind.files
+    for result, image in zip(kind.decompress(files), kind.images, strict=True):
+        np.testing.assert_array_equal(result.image, image)
+
+
+def test_default_config_fingerprints_are_those_of_files_written_before():
+    """Existing files stay decodable: the values `fingerprint` gave at commit 0deaad5
+    (2026-12-07, before `schedule` became execution-only) for fixed parameters."""
+    params = {"conv": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    params["conv"]["bias"] = np.ones(3, np.float32)
+    config = models.default_model_config()
+    assert container.fingerprint(config, params).hex() == "9952b9e4"
+    config.name = "multiscale"
+    assert container.fingerprint(config, params).hex() == "96ac42bb"
 
 
 def test_header_layout_is_small_and_round_trips():

@@ -404,6 +404,8 @@ def test_model_differences_ignore_execution_only_and_unused_fields():
     assert workdir.model_differences(base, {**base, "unroll": "full"}) == {}
     # A schedule lays the recurrences out, never the parameters; older runs recorded none.
     assert workdir.model_differences(base, {**base, "schedule": "latency"}) == {}
+    # Parameters are float32 under either dtype: a checkpoint resumes under the other one.
+    assert workdir.model_differences(base, {**base, "dtype": "bfloat16", "remat": True}) == {}
     multiscale = {**base["multiscale"], "factor": 4}
     assert workdir.model_differences(base, {**base, "multiscale": multiscale}) == {}
     assert workdir.model_differences(base, {**base, "name": "multiscale", "multiscale": multiscale})

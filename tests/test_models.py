@@ -11,6 +11,7 @@ from receptive_fields import expected_dependencies
 from sampling_fixtures import random_variables
 
 from pixel_rnn_jax import likelihood, models
+from pixel_rnn_jax.nn import layers
 
 MODEL_NAMES = ("row_lstm", "diagonal_bilstm", "pixelcnn")
 COLOUR_MODES = ((1, 2), (3, 256))  # (channels, levels): binarized greyscale, 8-bit RGB
@@ -299,6 +300,16 @@ def test_labels_given_to_an_unconditional_model_are_refused():
     variables = model.init(jax.random.PRNGKey(0), images)
     with pytest.raises(ValueError, match="unconditional model"):
         model.apply(variables, images, jnp.zeros((2,), jnp.int32))
+
+
+def test_labels_are_checked_once_per_forward_pass(monkeypatch):
+    model, variables = _conditional("row_lstm")
+    images, labels = jnp.zeros((2, 2, 3, 1), jnp.int32), jnp.zeros((2,), jnp.int32)
+    calls = []
+    check = layers.validate_labels
+    monkeypatch.setattr(layers, "validate_labels", lambda *args: calls.append(check(*args)))
+    jax.eval_shape(model.apply, variables, images, labels)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

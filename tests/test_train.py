@@ -94,11 +94,12 @@ def test_end_to_end_outputs_then_resume_past_a_corrupt_checkpoint(tmp_path, capl
 def test_interrupted_run_equals_straight_run_even_when_the_resume_adds_a_decay(tmp_path):
     """Resuming is exact, and a decay added on resume continues a constant-rate checkpoint.
 
-    The straight run decays from step 2 (its updates up to then are at the full rate); the
-    interrupted one trains 2 steps at a constant rate and resumes with the same decay.
+    The straight run decays from update 1 (updates 0 and 1 at the full rate, 2 at half, the
+    last, 3, at lr_final_fraction = 0); the interrupted one trains 2 steps at a constant
+    rate and resumes with the same decay.
     """
     common = {"log_every": 1, "eval_every": 0, "checkpoint_every": 1000}
-    decay = {"lr_decay_start": 2, "lr_final_fraction": 0.0}  # step 4's update at half rate
+    decay = {"lr_decay_start": 1, "lr_final_fraction": 0.0}
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train.train_and_evaluate(_smoke(num_steps=4, **common, **decay), str(straight))
     train.train_and_evaluate(_smoke(num_steps=2, **common), str(interrupted))
@@ -118,8 +119,9 @@ def test_interrupted_run_equals_straight_run_even_when_the_resume_adds_a_decay(t
     ]
     losses = [{r["step"]: r["train/loss"] for r in run} for run in rows]
     assert losses[0] == losses[1] and sorted(losses[0]) == [1, 2, 3, 4]
+    # Logged step s is update s - 1's rate: the last update (to step 4) at the final 0.
     rates = {r["step"]: r["train/learning_rate"] for r in rows[1]}
-    assert rates == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-3, 4: 5e-4})
+    assert rates == pytest.approx({1: 1e-3, 2: 1e-3, 3: 5e-4, 4: 0.0})
 
 
 class _PixelLogits(flax.linen.Module):
@@ -135,15 +137,15 @@ class _PixelLogits(flax.linen.Module):
 
 
 def test_learning_rate_scale_multiplies_the_update_like_a_smaller_rate():
-    config = _smoke(num_steps=4, lr_decay_start=2, lr_final_fraction=0.0)
+    config = _smoke(num_steps=4, lr_decay_start=1, lr_final_fraction=0.0)
     scale = train.learning_rate_scale(config.train)
-    assert [float(scale(step)) for step in range(5)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert [float(scale(step)) for step in range(4)] == [1.0, 1.0, 0.5, 0.0]
     half_rate = _smoke(learning_rate=config.train.learning_rate / 2)
 
     model = _PixelLogits()
     tx = train.make_optimizer(config.train)
     state = train.init_train_state(jax.random.key(0), model=model, tx=tx, image_shape=(4, 4, 1))
-    state = jax.device_get(state.replace(step=jnp.int32(3)))
+    state = jax.device_get(state.replace(step=jnp.int32(2)))
     batch = {"image": np.random.default_rng(0).integers(0, 2, (4, 4, 4, 1))}
     mesh = parallel.make_mesh()
 
@@ -162,10 +164,21 @@ def test_learning_rate_scale_multiplies_the_update_like_a_smaller_rate():
     assert np.max(np.abs(reference["logits"] - state.params["logits"])) > 1e-3
 
 
+@pytest.mark.parametrize(("num_steps", "start", "final"), [(4, 2, 0.0), (10, 0, 0.25), (7, 3, 0.5)])
+def test_the_last_update_runs_at_the_final_fraction(num_steps, start, final):
+    config = _smoke(num_steps=num_steps, lr_decay_start=start, lr_final_fraction=final)
+    scale = train.learning_rate_scale(config.train)
+    scales = [float(scale(step)) for step in range(num_steps)]  # the updates that run
+    assert scales[: start + 1] == [1.0] * (start + 1)
+    assert scales[-1] == pytest.approx(final)
+    steps = np.diff(scales[start:])  # linear: equal decrements down to the last update
+    np.testing.assert_allclose(steps, (final - 1.0) / (num_steps - 1 - start), rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("decay_start", "final_fraction"),
-    [(4, 0.0), (-1, 0.0), (2, 1.5)],
-    ids=["end", "negative", "fraction"],
+    [(3, 0.0), (4, 0.0), (-1, 0.0), (2, 1.5)],
+    ids=["decays_nothing", "end", "negative", "fraction"],
 )
 def test_a_decay_that_cannot_run_is_refused_before_the_workdir_is_made(
     tmp_path, decay_start, final_fraction

@@ -12,8 +12,8 @@ in the order they run (cheap correctness checks first, so that a time-out still 
                bfloat16: the cached walk's logits against the model's
   scan         the scan-vs-unrolled table (`scan.benchmark_scan`) at 28x28 and 32x32, float32
                and bfloat16, both schedules at unroll 1, 2, 4 and 8, with each train step's
-               sequential steps; then the fastest (schedule, unroll) per model, size and
-               dtype: what `recurrence.AUTO_SCHEDULE` and the unroll default should say
+               loop trips and dependent steps; then the fastest (schedule, unroll) per model,
+               size and dtype: what `recurrence.AUTO_SCHEDULE` and the unroll default should say
   training     500 runner steps of each CIFAR-size recurrent model on the embedded RGB set
                (`train.train_and_evaluate`, bfloat16), then a test NLL
   precision    the same run of the MNIST Row LSTM in float32 and in bfloat16 (300 steps):
@@ -365,7 +365,7 @@ def fastest_settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 top = max(own, key=lambda r: r["train_images_per_s"])
                 entry[f"{schedule} img/s (unroll)"] = (
                     f"{top['train_images_per_s']:.1f} ({top['unroll']}), "
-                    f"{top['sequential_steps']} steps"
+                    f"{top['loop_trips']} loop trips"
                 )
         summary.append(entry)
     return summary

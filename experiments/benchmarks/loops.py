@@ -1,14 +1,25 @@
-"""Sequential steps of a program: the trip counts of its loops, read from its jaxpr.
+"""Two counts of a program's recurrences, read from its jaxpr: loop trips and dependent steps.
 
-On an accelerator every loop iteration costs kernel launches and loop control whatever the
-batch, so the total trip count of a train step's loops sets a floor under its time. This
-walks the jaxpr of a (jitted) function, into every sub-program (jit, shard_map, remat,
-custom derivatives, loop bodies), and counts each `scan` as `jax.lax.scan` lowers it:
-`length // unroll` iterations of a while loop plus the remainder unrolled after it, no loop
-at all when it is unrolled in full (one block of every step). A loop inside a loop's body
-counts once per iteration of the outer one; of a `cond`'s branches the costliest counts.
-A `while` loop's trip count is not in the program (the train steps have none): each counts
-as a loop of one trip and is reported in `while_loops`.
+- **Loop trips**: how many times the program runs a loop body. On an accelerator every trip
+  costs kernel launches and loop control whatever the batch, so the trips of a train step
+  set a floor under its time. A `scan` counts as `jax.lax.scan` lowers it: `length //
+  unroll` trips of a while loop plus the remainder unrolled after it, no loop at all when
+  it is unrolled in full (one block of every step). `tests/test_benchmark_loops.py` checks
+  these against the `while` loops of the lowered StableHLO.
+- **Dependent steps**: the longest chain of recurrence steps, each waiting for the one
+  before: what unrolling cannot remove. A scan of `length` steps is `length` dependent
+  steps whatever its unroll (times the dependent steps of its body, when the body holds a
+  loop); loops that do not feed each other do not add up (the 'throughput' schedule's two
+  Diagonal BiLSTM directions: one direction's columns), loops that do are chained (layer
+  after layer, forward then backward). A scan counts as a block: its outputs wait for its
+  last step, as the program says (a fully unrolled Row LSTM could in principle start layer
+  2's first row before layer 1's last; this count does not assume it).
+
+The walk goes into every sub-program (jit, shard_map, remat, custom derivatives, loop
+bodies). A loop inside a loop's body counts once per trip of the outer one; of a `cond`'s
+branches the costliest counts. A `while` loop's trip count is not in the program (the train
+steps have none): each counts as one trip and one dependent step, and is reported in
+`while_loops`.
 """
 
 from __future__ import annotations
@@ -23,25 +34,34 @@ import jax.extend.core as jex
 
 @dataclasses.dataclass(frozen=True)
 class LoopCount:
-    """The loops of a program."""
+    """The loops of a program (or of one equation in it)."""
 
-    sequential_steps: int  # iterations of every loop, nested ones times their parents' trips
+    loop_trips: int  # iterations of every loop, nested ones times their parents' trips
     loops: int  # loops in the program text (unrolled copies of a loop each counted)
     while_loops: int = 0  # `while` loops among them, each counted as one trip
-
-    def __add__(self, other: LoopCount) -> LoopCount:
-        return LoopCount(
-            self.sequential_steps + other.sequential_steps,
-            self.loops + other.loops,
-            self.while_loops + other.while_loops,
-        )
+    dependent_steps: int = 0  # the longest chain of recurrence steps (module docstring)
 
     def times(self, n: int) -> LoopCount:
-        """This program's loops run (or copied) `n` times."""
-        return LoopCount(self.sequential_steps * n, self.loops * n, self.while_loops * n)
+        """This program's loops run (or copied) `n` times, one after another."""
+        return LoopCount(
+            self.loop_trips * n, self.loops * n, self.while_loops * n, self.dependent_steps * n
+        )
 
 
 NO_LOOPS = LoopCount(0, 0)
+
+
+def _serial(counts: list[LoopCount]) -> LoopCount:
+    """Programs run one after another, each fed by the one before."""
+    total = NO_LOOPS
+    for c in counts:
+        total = LoopCount(
+            total.loop_trips + c.loop_trips,
+            total.loops + c.loops,
+            total.while_loops + c.while_loops,
+            total.dependent_steps + c.dependent_steps,
+        )
+    return total
 
 
 def scan_trips(length: int, unroll: int) -> tuple[int, int]:
@@ -67,34 +87,60 @@ def _sub_jaxprs(value: Any) -> list[jex.Jaxpr]:
     return []
 
 
+def _equation(eqn: jex.JaxprEqn) -> LoopCount:
+    """The loops of one equation; its dependent steps are those its outputs wait for."""
+    name = eqn.primitive.name
+    if name == "scan":
+        body = count_jaxpr(eqn.params["jaxpr"])
+        length, unroll = eqn.params["length"], int(eqn.params["unroll"])
+        trips, remainder = scan_trips(length, unroll)
+        copies = (unroll if trips else 0) + remainder  # the body's copies in the program
+        return LoopCount(
+            trips + body.loop_trips * length,
+            (1 if trips else 0) + body.loops * copies,
+            body.while_loops * copies,
+            length * max(1, body.dependent_steps),
+        )
+    if name == "while":
+        inner = _serial(
+            [count_jaxpr(eqn.params["body_jaxpr"]), count_jaxpr(eqn.params["cond_jaxpr"])]
+        )
+        return LoopCount(
+            1 + inner.loop_trips, 1 + inner.loops, 1 + inner.while_loops, 1 + inner.dependent_steps
+        )
+    if name == "cond":
+        branches = [count_jaxpr(branch) for branch in eqn.params["branches"]]
+        return max(branches, key=lambda c: (c.loop_trips, c.loops, c.dependent_steps))
+    subs = []
+    for value in eqn.params.values():
+        for item in value if isinstance(value, tuple | list) else (value,):
+            subs += [count_jaxpr(sub) for sub in _sub_jaxprs(item)]
+    return _serial(subs)
+
+
 def count_jaxpr(jaxpr: jex.Jaxpr | jex.ClosedJaxpr) -> LoopCount:
-    """The loops of `jaxpr` and of every program inside it (see the module docstring)."""
+    """The loops of `jaxpr` and of every program inside it (see the module docstring).
+
+    Loop trips add up over the equations; dependent steps follow the data: an equation's
+    outputs are ready `its own dependent steps` after the latest of its inputs.
+    """
     if isinstance(jaxpr, jex.ClosedJaxpr):
         jaxpr = jaxpr.jaxpr
-    total = NO_LOOPS
+    ready: dict[jex.Var, int] = {}  # variable -> dependent steps before it is computed
+
+    def ready_at(var) -> int:
+        return 0 if isinstance(var, jex.Literal) else ready.get(var, 0)
+
+    counts = []
     for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name == "scan":
-            body = count_jaxpr(eqn.params["jaxpr"])
-            length, unroll = eqn.params["length"], int(eqn.params["unroll"])
-            trips, remainder = scan_trips(length, unroll)
-            copies = (unroll if trips else 0) + remainder  # the body's copies in the program
-            own = LoopCount(trips, 1) if trips else NO_LOOPS
-            total += own + LoopCount(body.sequential_steps * length, body.loops * copies)
-            total += LoopCount(0, 0, body.while_loops * copies)
-        elif name == "while":
-            inner = count_jaxpr(eqn.params["body_jaxpr"]) + count_jaxpr(eqn.params["cond_jaxpr"])
-            total += LoopCount(1, 1, 1) + inner
-        elif name == "cond":
-            branches = [count_jaxpr(branch) for branch in eqn.params["branches"]]
-            total += max(branches, key=lambda c: (c.sequential_steps, c.loops))
-        else:
-            for value in eqn.params.values():
-                values = value if isinstance(value, tuple | list) else (value,)
-                for item in values:
-                    for sub in _sub_jaxprs(item):
-                        total += count_jaxpr(sub)
-    return total
+        count = _equation(eqn)
+        counts.append(count)
+        done = max((ready_at(v) for v in eqn.invars), default=0) + count.dependent_steps
+        for var in eqn.outvars:
+            ready[var] = done
+    total = _serial(counts)
+    depth = max([ready_at(v) for v in jaxpr.outvars] + list(ready.values()), default=0)
+    return dataclasses.replace(total, dependent_steps=depth)
 
 
 def count_loops(fn: Callable, *args: Any, **kwargs: Any) -> LoopCount:

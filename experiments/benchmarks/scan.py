@@ -12,8 +12,8 @@ its own:
 - `matmul_peak`: the achieved FLOP/s of a large float32 matmul, the ceiling rows are
   compared with.
 - `benchmark_scan`: the scan suite itself (rows of compile time, forward time,
-  forward+backward+update time, memory, images/s, FLOP/s and the train step's sequential
-  steps and loops (`loops.count_loops`) per model, size, schedule and unroll).
+  forward+backward+update time, memory, images/s, FLOP/s and the train step's loop trips,
+  loops and dependent steps (`loops.count_loops`) per model, size, schedule and unroll).
 - `write_json` / `write_markdown`: the result files.
 """
 
@@ -409,9 +409,11 @@ def benchmark_one(
         "layers": config.num_layers,
         "hidden_dim": config.hidden_dim,
         "recurrence_steps": recurrence_steps(name, size),
-        # The compiled train step's loops: their total trip count, forward and backward.
-        "sequential_steps": train_loops.sequential_steps,
+        # The compiled train step's loops: their total trip count, forward and backward, and
+        # the longest chain of recurrence steps (what a full unroll keeps).
+        "loop_trips": train_loops.loop_trips,
         "loops": train_loops.loops,
+        "dependent_steps": train_loops.dependent_steps,
         "forward_compile_s": forward_compile_s,
         "train_compile_s": train_compile_s,
         "forward": dataclasses.asdict(forward_timing),
@@ -534,8 +536,8 @@ def benchmark_scan(
         log(
             f"{variant}: train {train_ms:.1f} ms "
             f"({row['train_images_per_s']:.1f} img/s), forward {forward_ms:.1f} ms, "
-            f"compile {row['train_compile_s']:.1f} s, {row['sequential_steps']} sequential "
-            f"steps in {row['loops']} loops"
+            f"compile {row['train_compile_s']:.1f} s, {row['loop_trips']} loop trips in "
+            f"{row['loops']} loops, {row['dependent_steps']} dependent steps"
         )
         rows.append(row)
     return rows
@@ -569,7 +571,7 @@ def _mib(stats: dict[str, int] | None) -> str:
 
 
 def _steps(row: dict[str, Any]) -> str:
-    return f"{row['sequential_steps']} ({row['loops']})" if "sequential_steps" in row else ""
+    return f"{row['loop_trips']} ({row['loops']})" if "loop_trips" in row else ""
 
 
 def _pct(value: float | None) -> str:
@@ -584,7 +586,8 @@ SCAN_COLUMNS = (
     ("batch", lambda r: str(r.get("batch_size", ""))),
     ("dtype", lambda r: r.get("dtype", "float32")),
     ("remat", lambda r: "yes" if r.get("remat") else "no"),
-    ("sequential steps (loops)", lambda r: _steps(r)),
+    ("loop trips (loops)", lambda r: _steps(r)),
+    ("dependent steps", lambda r: str(r.get("dependent_steps", ""))),
     ("compile s (train)", lambda r: f"{r['train_compile_s']:.1f}"),
     ("forward ms: median (min-max)", lambda r: _ms(r.get("forward"))),
     ("train step ms: median (min-max)", lambda r: _ms(r.get("train"))),
@@ -623,7 +626,7 @@ def write_markdown(path: str, header: dict[str, Any], rows: list[dict[str, Any]]
     for key in ("xla_flags", "glibc_tunables"):
         if machine.get(key):
             lines.append(f"- {key.upper()}: `{machine[key]}`")
-    keys = ("command", "matmul_peak", "flops", "memory", "sequential_steps", "timing", "notes")
+    keys = ("command", "matmul_peak", "flops", "memory", "loop_trips", "timing", "notes")
     for key in keys:
         if key in header:
             value = header[key]

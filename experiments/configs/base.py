@@ -118,9 +118,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.optimizer = "rmsprop"
     # Learning rate; the paper tuned it per dataset and does not give the values.
     config.train.learning_rate = 1e-3
-    # Unset: the rate stays constant. A step: from there the rate falls linearly to
-    # learning_rate * lr_final_fraction at num_steps. The optimiser state does not depend on
-    # it, so a constant-rate run can be resumed with a larger num_steps and a decay.
+    # Unset: the rate stays constant. A step in [0, num_steps - 1): the update from that step
+    # runs at learning_rate, and the rate falls linearly so that the last update (from step
+    # num_steps - 1) runs at learning_rate * lr_final_fraction. The optimiser state does not
+    # depend on it, so a constant-rate run can be resumed with a larger num_steps and a decay.
     config.train.lr_decay_start = ml_collections.config_dict.placeholder(int)
     config.train.lr_final_fraction = 0.0
     # L2 weight penalty (lambda of Ren et al.'s background model): the loss is the mean NLL in

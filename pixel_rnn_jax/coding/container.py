@@ -29,16 +29,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from pixel_rnn_jax import errors
+from pixel_rnn_jax import errors, model_fields
 
 MAGIC = b"PR"
 VERSION = 1
 FINGERPRINT_BYTES = 4
 CHECKSUM_BYTES = 4
-# Model fields that change how a layer's recurrence is scheduled, never the function it
-# computes nor the cached walk the coder runs: left out of the fingerprint. (`dtype` stays
-# in: bfloat16 compute changes the logits.)
-SCHEDULE_ONLY_MODEL_FIELDS = frozenset({"unroll", "remat"})
+# Version-1 files written before 2026-12-07 hashed `schedule` with the function's fields;
+# every file now hashes its default in its place, so that a file written under the default
+# config keeps its fingerprint (`model_fields`: the schedule is execution-only).
+_HASHED_SCHEDULE = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +58,17 @@ def fingerprint(model_config: ml_collections.ConfigDict, params) -> bytes:
     """The model's identity in a file: its model fields and a digest of its parameters.
 
     Args:
-      model_config: the run's `config.model`; schedule-only fields
-        (`SCHEDULE_ONLY_MODEL_FIELDS`) and, for a model other than 'multiscale', the
-        `multiscale` fields it ignores are left out.
+      model_config: the run's `config.model`; only the fields that define the function
+        count (`model_fields.function_fields`: not `schedule`, `unroll` or `remat`, nor
+        the `multiscale` fields of another model).
       params: the parameter tree (`variables['params']`).
 
     Returns:
       The first FINGERPRINT_BYTES bytes of SHA-256 over the fields' canonical JSON and, for
       every parameter in path order, its path, dtype, shape and little-endian bytes.
     """
-    fields = {
-        k: v for k, v in model_config.to_dict().items() if k not in SCHEDULE_ONLY_MODEL_FIELDS
-    }
-    if fields.get("name") != "multiscale":
-        fields.pop("multiscale", None)
+    fields = model_fields.function_fields(model_config.to_dict())
+    fields["schedule"] = _HASHED_SCHEDULE
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):

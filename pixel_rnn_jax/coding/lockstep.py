@@ -150,8 +150,7 @@ _walk_pixel_rnn = jax.jit(_raster, static_argnames=("model",))
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _walk_multiscale(model: MultiScalePixelRNN, variables, images, labels, session_id):
-    """s = x[::f, ::f] first, then the positions off the grid given s."""
-    _, height, width, channels = images.shape
+    """s = x[::f, ::f] first, then the positions off the grid given s (the sampler's walk)."""
     f = model.factor
     small = _raster(
         model.small,
@@ -162,21 +161,10 @@ def _walk_multiscale(model: MultiScalePixelRNN, variables, images, labels, sessi
     )
     images = images.at[:, ::f, ::f].set(small)
 
-    def choose(position, logits, current):
-        row, rest = jnp.divmod(position, width * channels)
-        on_grid = (row % f == 0) & ((rest // channels) % f == 0)
+    def choose(position, logits, current, on_grid):
         return _host_choice(session_id, ~on_grid, logits, current, model.num_levels)
 
-    conditioning = multiscale_sampling.conditioning_map(model, variables, images)
-    images, _ = cached.run_incremental(
-        model.conditional,
-        multiscale.conditional_variables(variables),
-        images,
-        choose,
-        conditioning=conditioning,
-        labels=labels,
-    )
-    return images
+    return multiscale_sampling.walk_conditional(model, variables, images, choose, labels)
 
 
 # The walk of each model type: (model, variables, images [LOCKSTEP_BATCH, H, W, C] int32,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import glob
 import inspect
 import io
@@ -313,10 +314,15 @@ def manual_download_instructions(name: str, checksums: Mapping[str, download.Fil
     )
 
 
+def _staging_name(name: str) -> str:
+    """The stem of a dataset's lock file and staging folders in data_dir (no '/' in it)."""
+    return f"{_STAGING_PREFIX}{name.replace('/', '_')}"
+
+
 @contextlib.contextmanager
 def _lock(data_dir: str, name: str) -> Iterator[None]:
     """Serialises preparations of one dataset into one data_dir (POSIX)."""
-    path = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}.lock")
+    path = os.path.join(data_dir, f"{_staging_name(name)}.lock")
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -370,7 +376,7 @@ def _final_dir(data_dir: str, name: str, recipe: Recipe) -> str:
 
 
 def _remove_stale_staging(data_dir: str, name: str) -> None:
-    pattern = os.path.join(data_dir, f"{_STAGING_PREFIX}{name.replace('/', '_')}-*")
+    pattern = os.path.join(data_dir, f"{_staging_name(name)}-*")
     for stale in glob.glob(pattern):
         logging.info("Removing %s, left by an interrupted preparation.", stale)
         shutil.rmtree(stale, ignore_errors=True)
@@ -383,6 +389,63 @@ def _check_readable(name: str, staging: str) -> None:
         sources.open_split(spec, split)
 
 
+def _check_source_directory(source: str, recipe: Recipe) -> None:
+    if not os.path.isdir(os.path.expanduser(source)):
+        raise download.DownloadError(
+            f"--source={source} is not a directory; it must hold {', '.join(recipe.files)}."
+        )
+
+
+def _already_prepared(name: str, final_dir: str) -> bool:
+    """True if a complete dataset is in place; PrepareError if something else is there."""
+    if os.path.isfile(os.path.join(final_dir, "dataset_info.json")):
+        logging.info("%s is already prepared in %s.", name, final_dir)
+        return True
+    if os.path.exists(final_dir):
+        raise PrepareError(
+            f"{final_dir} exists but holds no dataset_info.json (not written by this tool, "
+            "which only moves complete datasets into place); remove it and rerun."
+        )
+    return False
+
+
+def _write_then_move(
+    name: str,
+    recipe: Recipe,
+    paths: Mapping[str, str],
+    data_dir: str,
+    final_dir: str,
+    expected_counts,
+    after_write: Callable[[str], None] | None,
+) -> None:
+    """Writes the dataset into a staging folder, reads it back, then renames it into place.
+
+    The staging folder is removed whatever happens, so an interrupted or failed preparation
+    leaves nothing that `resolve_dataset` accepts.
+    """
+    staging = tempfile.mkdtemp(prefix=f"{_staging_name(name)}-", dir=data_dir)
+    try:
+        builder = recipe.builder(
+            data_dir=staging,
+            config=recipe.config,
+            files=paths,
+            expected_counts=expected_counts,
+            file_format="array_record",
+        )
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
+        if after_write is not None:
+            after_write(staging)
+        _check_readable(name, staging)
+        os.makedirs(os.path.dirname(final_dir), exist_ok=True)
+        # One rename of a directory on the same filesystem: all or nothing.
+        os.rename(os.fspath(builder.data_path), final_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def prepare_dataset(
     name: str,
     data_dir: str,
@@ -392,6 +455,11 @@ def prepare_dataset(
     after_write: Callable[[str], None] | None = None,
 ) -> str:
     """Prepares one of the paper's datasets into `data_dir`.
+
+    The steps: the recipe and its files' checksums; the files gathered and verified (from a
+    local directory before `data_dir` is touched, downloads under the dataset's lock);
+    unless the dataset is already in place, written into a staging folder, read back as a
+    training run reads it, and renamed into place in one step (`_write_then_move`).
 
     Args:
         name: A key of `RECIPES` (the `data.name` the configs use).
@@ -423,52 +491,29 @@ def prepare_dataset(
     data_dir = registry.resolve_data_dir(data_dir)
     checksums = download.tfds_checksums(recipe.checksums_of)
     checksums = {f: checksums[f] for f in recipe.files}
+    gather = functools.partial(
+        _gather_files, name, recipe, checksums, source, data_dir, verify_checksums, policy
+    )
     local = source != OFFICIAL and not download.is_url(source)
-    if local:
-        # Files on disk are located and verified before anything is written under data_dir.
-        if not os.path.isdir(os.path.expanduser(source)):
-            raise download.DownloadError(
-                f"--source={source} is not a directory; it must hold {', '.join(recipe.files)}."
-            )
-        paths = _gather_files(name, recipe, checksums, source, data_dir, verify_checksums, policy)
+    if local:  # files on disk are verified before anything is written under data_dir
+        _check_source_directory(source, recipe)
+        paths = gather()
     os.makedirs(data_dir, exist_ok=True)
     final_dir = _final_dir(data_dir, name, recipe)
     with _lock(data_dir, name):
-        if os.path.isfile(os.path.join(final_dir, "dataset_info.json")):
-            logging.info("%s is already prepared in %s.", name, final_dir)
+        if _already_prepared(name, final_dir):
             return final_dir
-        if os.path.exists(final_dir):
-            raise PrepareError(
-                f"{final_dir} exists but holds no dataset_info.json (not written by this tool, "
-                "which only moves complete datasets into place); remove it and rerun."
-            )
         _remove_stale_staging(data_dir, name)
         if not local:
-            paths = _gather_files(
-                name, recipe, checksums, source, data_dir, verify_checksums, policy
-            )
-        staging = tempfile.mkdtemp(
-            prefix=f"{_STAGING_PREFIX}{name.replace('/', '_')}-", dir=data_dir
+            paths = gather()
+        _write_then_move(
+            name,
+            recipe,
+            paths,
+            data_dir,
+            final_dir,
+            expected_counts=recipe.expected_counts if verify_checksums else None,
+            after_write=after_write,
         )
-        try:
-            builder = recipe.builder(
-                data_dir=staging,
-                config=recipe.config,
-                files=paths,
-                expected_counts=recipe.expected_counts if verify_checksums else None,
-                file_format="array_record",
-            )
-            builder.download_and_prepare(
-                file_format="array_record",
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-            )
-            if after_write is not None:
-                after_write(staging)
-            _check_readable(name, staging)
-            os.makedirs(os.path.dirname(final_dir), exist_ok=True)
-            # One rename of a directory on the same filesystem: all or nothing.
-            os.rename(os.fspath(builder.data_path), final_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     logging.info("Prepared %s in %s.", name, final_dir)
     return final_dir

@@ -59,11 +59,23 @@ def subsample(images: jax.Array, factor: int) -> jax.Array:
     return images[:, ::factor, ::factor]
 
 
+def on_grid(rows, columns, factor: int):
+    """True where pixel (row, column) belongs to the small image: the one definition.
+
+    Works on integers, NumPy arrays and traced JAX arrays alike (broadcasting).
+    """
+    return (rows % factor == 0) & (columns % factor == 0)
+
+
+def position_on_grid(position, width: int, channels: int, factor: int):
+    """`on_grid` of a raster-then-channel position (the walks' index) of a `width`-wide image."""
+    row, rest = divmod(position, width * channels)
+    return on_grid(row, rest // channels, factor)
+
+
 def grid_mask(height: int, width: int, factor: int) -> np.ndarray:
     """bool `[height, width]`: True where the pixel belongs to the small image."""
-    rows = np.arange(height) % factor == 0
-    columns = np.arange(width) % factor == 0
-    return rows[:, None] & columns[None, :]
+    return on_grid(np.arange(height)[:, None], np.arange(width)[None, :], factor)
 
 
 def merge_logits(small_logits: jax.Array, conditional_logits: jax.Array, factor: int):
@@ -160,7 +172,7 @@ class MultiScalePixelRNN(nn.Module):
           [batch, height, width, channels, num_levels]; grid positions hold p_small's.
         """
         layers.validate_images(images, self.num_channels, self.num_levels)
-        layers.validate_labels(labels, images.shape[0], self.num_classes)
+        # The labels are checked by each network's `PixelRNN.logits_from_inputs`.
         return self.logits_from_inputs(
             layers.preprocess_images(images, self.num_levels), labels=labels
         )

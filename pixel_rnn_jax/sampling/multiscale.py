@@ -33,6 +33,41 @@ def conditioning_map(model, variables, images):
     )
 
 
+def walk_conditional(model, variables, images, choose, labels=None):
+    """The cached walk of the conditional network over every position, s fixed.
+
+    The one multi-scale walk of the sampler and the coder (`coding.lockstep`), which differ
+    only in how a position's value is chosen.
+
+    Args:
+      model: a MultiScalePixelRNN.
+      variables: its variables.
+      images: integer `[batch, height, width, channels]` holding s at the grid positions.
+      choose: `(position, logits, current, on_grid) -> values [batch]` (traced), as
+        `cached.run_incremental`'s, told whether the position is on the small grid (whose
+        values s already holds).
+      labels: integer `[batch]` for a class-conditional model, else None.
+
+    Returns:
+      The images as chosen.
+    """
+    _, _, width, channels = images.shape
+
+    def choose_position(position, logits, current):
+        grid = multiscale.position_on_grid(position, width, channels, model.factor)
+        return choose(position, logits, current, grid)
+
+    images, _ = cached.run_incremental(
+        model.conditional,
+        multiscale.conditional_variables(variables),
+        images,
+        choose_position,
+        conditioning=conditioning_map(model, variables, images),
+        labels=labels,
+    )
+    return images
+
+
 # `first` and `temperature` are traced so that completions of any length reuse one program.
 @functools.partial(jax.jit, static_argnames=("model",))
 def _sample_conditional(model, variables, rng, images, positions, first, temperature, labels=None):
@@ -67,24 +102,14 @@ def _sample_conditional_cached(model, variables, rng, images, start, temperature
     `start` keep their values, the others are drawn with `fold_in(rng, position)`, the keys
     the naive sampler uses, so both give the same images.
     """
-    _, height, width, channels = images.shape
-    factor = model.factor
 
-    def choose(position, logits, current):
-        row, rest = jnp.divmod(position, width * channels)
-        column = rest // channels
-        on_grid = (row % factor == 0) & (column % factor == 0)
+    def choose(position, logits, current, on_grid):
         value = common.draw(
             jax.random.fold_in(rng, position), logits, model.num_levels, temperature
         )
         return jnp.where((position >= start) & ~on_grid, value, current)
 
-    conditional = multiscale.conditional_variables(variables)
-    conditioning = conditioning_map(model, variables, images)
-    images, _ = cached.run_incremental(
-        model.conditional, conditional, images, choose, conditioning=conditioning, labels=labels
-    )
-    return images
+    return walk_conditional(model, variables, images, choose, labels)
 
 
 def sample_multiscale(

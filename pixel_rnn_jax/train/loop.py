@@ -363,6 +363,144 @@ def _log_start(config, spec: data.DatasetSpec, mesh, abstract, step: int):
     )
 
 
+@dataclasses.dataclass
+class _Loop:
+    """One training run's loop: its state and, as methods, the jobs of each step.
+
+    `train_and_evaluate` reads as the list of those jobs: take a step, log, evaluate,
+    checkpoint, draw samples, stop on preemption; each is a method here.
+    """
+
+    config: ml_collections.ConfigDict
+    spec: data.DatasetSpec
+    state: TrainState
+    ckpt: checkpoints.CheckpointManager
+    writer: metric_logging.MetricWriter
+    progress: metric_logging.ProgressBar
+    train_iter: data.TrainIterator
+    reporter: _Reporter
+    stop: guards.StopRequest
+    train_step: Any  # `make_train_step(...)`: (state, batch, rng) -> (state, device metrics)
+    train_rng: jax.Array  # replicated
+    mesh: Any
+    # Set here, not by the caller:
+    step: int = dataclasses.field(init=False)  # the state's step, kept on the host
+    start_step: int = dataclasses.field(init=False)  # the step this run started (resumed) at
+    metrics: _PendingMetrics = dataclasses.field(init=False)
+    interval: _Interval = dataclasses.field(init=False, default_factory=_Interval)
+    last_eval: dict = dataclasses.field(init=False, default_factory=dict)
+    last_eval_step: int = dataclasses.field(init=False, default=-1)
+    last_scalars: dict = dataclasses.field(init=False, default_factory=dict)
+    preempted: bool = dataclasses.field(init=False, default=False)
+
+    def __post_init__(self):
+        self.step = self.start_step = int(jax.device_get(self.state.step))
+        self.metrics = _PendingMetrics(self.ckpt)
+
+    @property
+    def is_last(self) -> bool:
+        return self.step == self.config.train.num_steps
+
+    def take_step(self):
+        """One update on the next batch; its metrics are checked one step late."""
+        batch = parallel.shard_batch(next(self.train_iter), self.mesh)
+        self.state, device_metrics = self.train_step(self.state, batch, self.train_rng)
+        self.step += 1
+        self.metrics.push(self.step, device_metrics)
+        if self.step == self.start_step + 1:
+            self.metrics.settle()
+            logging.info("First step (including compilation) took %.1f s.", self.interval.elapsed())
+            self.interval.reset()
+        else:
+            self.interval.steps += 1
+        loss = self.metrics.log.last.get("loss", float("nan"))
+        self.progress.update(self.step, f"loss {loss:.2f}")
+
+    def log_if_due(self):
+        """The train scalars of the interval, every `log_every` steps and at the end."""
+        if self.step % self.config.train.log_every and not self.is_last:
+            return
+        self.metrics.settle()
+        self.progress.clear()
+        self.last_scalars = _log_train_interval(
+            self.step, self.config.train, self.metrics.log, self.interval, self.writer
+        )
+        self.metrics.log.reset()
+        self.interval.reset()
+
+    def evaluate_if_due(self) -> dict[str, float] | None:
+        """The selection split's NLL, every `eval_every` steps and at the end; else None."""
+        every = self.config.train.eval_every
+        if not ((every and self.step % every == 0) or self.is_last):
+            return None
+        self.metrics.settle()
+        self.last_eval = self.reporter.evaluate(self.state.params, self.step)
+        self.last_eval_step = self.step
+        self.interval.reset()
+        return self.last_eval
+
+    def stop_requested(self) -> bool:
+        """SIGTERM or a preemption notice. Every process must take the same branch (saving
+        is collective): a local flag in a single process, the preemption service's common
+        step otherwise."""
+        return self.stop.signum is not None or self.ckpt.reached_preemption(self.step)
+
+    def checkpoint_if_due(self, eval_metrics: dict | None, stopping: bool):
+        """Saves every `checkpoint_every` steps, after an evaluation, at the end and on stop."""
+        due = self.step % self.config.train.checkpoint_every == 0
+        if not (due or eval_metrics or self.is_last or stopping):
+            return
+        self.metrics.settle()  # Never save a state whose update produced NaN/inf.
+        best = {k: v for k, v in (eval_metrics or {}).items() if k.startswith("eval/")}
+        if self.ckpt.save(self.step, self.state, self.train_iter.get_state(), metrics=best or None):
+            logging.info("Saving checkpoint at step %d (%s).", self.step, self.ckpt.directory)
+
+    def sample_if_due(self, eval_metrics: dict | None, stopping: bool):
+        """Sample grids after each evaluation, unless stopping (a preempted run has seconds)."""
+        if eval_metrics and not stopping:
+            self.reporter.write_samples(self.state.params, self.step)
+            self.interval.reset()
+
+    def stop_on_request(self):
+        self.preempted = True
+        self.progress.clear()
+        logging.warning(
+            "Stopped at step %d on request (SIGTERM / preemption notice); checkpoint saved in "
+            "%s. Rerun the same command to resume.",
+            self.step,
+            self.ckpt.directory,
+        )
+
+    def finish(self, abstract) -> dict[str, Any]:
+        """The final numbers: an evaluation if the run resumed at its end, then (datasets
+        with a separate validation split) the best checkpoint's test NLL."""
+        self.metrics.settle()
+        if self.step >= self.config.train.num_steps and self.last_eval_step != self.step:
+            # Resumed at (or past) the end: report the final model's NLL anyway.
+            self.last_eval = self.reporter.evaluate(self.state.params, self.step)
+            self.reporter.write_samples(self.state.params, self.step)
+        spec = self.spec
+        selects_on_validation = spec.validation_split not in (None, spec.eval_split)
+        if selects_on_validation and not self.preempted:
+            test = self.reporter.test_best(self.ckpt, abstract, self.step)
+            self.last_eval = {**self.last_eval, **test}
+        scalars = self.last_scalars
+        return {
+            "step": self.step,
+            "preempted": self.preempted,
+            "images_per_sec": scalars.get("images_per_sec", float("nan")),
+            "dataset": spec.name,
+            "fallback_reason": spec.fallback_reason,
+            # 'eval/*' are on `eval_split` ('validation' or the reported split); with a
+            # separate validation split, 'test/*' are the best-by-validation checkpoint's on
+            # the test split.
+            "eval_split": spec.selection_split,
+            "selected_by": "validation" if selects_on_validation else "last step",
+            **self.last_eval,
+            **{k: scalars[k] for k in ("train/loss", "train/bits_per_dim") if k in scalars},
+        }
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, return_state: bool = False
 ) -> dict[str, Any] | tuple[dict[str, Any], TrainState]:
@@ -425,87 +563,37 @@ def train_and_evaluate(
         state = _restore_or_init(
             ckpt, abstract, init_fn, init_rng, replicated, train_iter, writer, tc.start_fresh
         )
-        step = run_start_step = int(jax.device_get(state.step))
-        _log_start(config, spec, mesh, abstract, step)
-        p_train_step = make_train_step(
-            model,
-            tx,
-            spec.num_levels,
-            mesh,
-            lr_scale=learning_rate_scale(tc),
-            l2_weight=tc.l2_weight,
+        _log_start(config, spec, mesh, abstract, int(jax.device_get(state.step)))
+        loop = _Loop(
+            config=config,
+            spec=spec,
+            state=state,
+            ckpt=ckpt,
+            writer=writer,
+            progress=progress,
+            train_iter=train_iter,
+            reporter=_Reporter(config, spec, mesh, model, writer, progress, sample_rng, is_writer),
+            stop=_stop_request(cleanup, ckpt),
+            train_step=make_train_step(
+                model,
+                tx,
+                spec.num_levels,
+                mesh,
+                lr_scale=learning_rate_scale(tc),
+                l2_weight=tc.l2_weight,
+            ),
+            train_rng=parallel.replicate(train_rng, mesh),
+            mesh=mesh,
         )
-        train_rng = parallel.replicate(train_rng, mesh)
-        reporter = _Reporter(config, spec, mesh, model, writer, progress, sample_rng, is_writer)
-        metrics, interval, stop = _PendingMetrics(ckpt), _Interval(), _stop_request(cleanup, ckpt)
-        last_eval, last_eval_step, last_scalars, preempted = {}, -1, {}, False
-        while step < tc.num_steps:
-            batch = parallel.shard_batch(next(train_iter), mesh)
-            state, device_metrics = p_train_step(state, batch, train_rng)
-            step += 1
-            metrics.push(step, device_metrics)
-            if step == run_start_step + 1:
-                metrics.settle()
-                logging.info("First step (including compilation) took %.1f s.", interval.elapsed())
-                interval.reset()
-            else:
-                interval.steps += 1
-            progress.update(step, f"loss {metrics.log.last.get('loss', float('nan')):.2f}")
-
-            is_last = step == tc.num_steps
-            if step % tc.log_every == 0 or is_last:
-                metrics.settle()
-                progress.clear()
-                last_scalars = _log_train_interval(step, tc, metrics.log, interval, writer)
-                metrics.log.reset()
-                interval.reset()
-            eval_metrics = None
-            if (tc.eval_every and step % tc.eval_every == 0) or is_last:
-                metrics.settle()
-                eval_metrics = last_eval = reporter.evaluate(state.params, step)
-                last_eval_step = step
-                interval.reset()
-            # Every process must take the same branch (saving is collective): a local flag in
-            # a single process, the preemption service's common step otherwise.
-            stopping = stop.signum is not None or ckpt.reached_preemption(step)
-            if step % tc.checkpoint_every == 0 or eval_metrics or is_last or stopping:
-                metrics.settle()  # Never save a state whose update produced NaN/inf.
-                best = {k: v for k, v in (eval_metrics or {}).items() if k.startswith("eval/")}
-                if ckpt.save(step, state, train_iter.get_state(), metrics=best or None):
-                    logging.info("Saving checkpoint at step %d (%s).", step, ckpt.directory)
-            if eval_metrics and not stopping:  # a preempted run has seconds to exit
-                reporter.write_samples(state.params, step)
-                interval.reset()
+        while loop.step < tc.num_steps:
+            loop.take_step()
+            loop.log_if_due()
+            eval_metrics = loop.evaluate_if_due()
+            stopping = loop.stop_requested()
+            loop.checkpoint_if_due(eval_metrics, stopping)
+            loop.sample_if_due(eval_metrics, stopping)
             if stopping:
-                preempted = True
-                progress.clear()
-                logging.warning(
-                    "Stopped at step %d on request (SIGTERM / preemption notice); checkpoint "
-                    "saved in %s. Rerun the same command to resume.",
-                    step,
-                    ckpt.directory,
-                )
+                loop.stop_on_request()
                 break
-        metrics.settle()
-        if step >= tc.num_steps and last_eval_step != step:
-            # Resumed at (or past) the end: report the final model's NLL anyway.
-            last_eval = reporter.evaluate(state.params, step)
-            reporter.write_samples(state.params, step)
-        selects_on_validation = spec.validation_split not in (None, spec.eval_split)
-        if selects_on_validation and not preempted:
-            last_eval = {**last_eval, **reporter.test_best(ckpt, abstract, step)}
-
-    result = {
-        "step": step,
-        "preempted": preempted,
-        "images_per_sec": last_scalars.get("images_per_sec", float("nan")),
-        "dataset": spec.name,
-        "fallback_reason": spec.fallback_reason,
-        # 'eval/*' are on `eval_split` ('validation' or the reported split); with a separate
-        # validation split, 'test/*' are the best-by-validation checkpoint's on the test split.
-        "eval_split": spec.selection_split,
-        "selected_by": "validation" if selects_on_validation else "last step",
-        **last_eval,
-        **{k: last_scalars[k] for k in ("train/loss", "train/bits_per_dim") if k in last_scalars},
-    }
-    return (result, state) if return_state else result
+        result = loop.finish(abstract)
+    return (result, loop.state) if return_state else result

@@ -55,8 +55,10 @@ def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTra
 def learning_rate_scale(train_config: ml_collections.ConfigDict) -> optax.Schedule | None:
     """The multiplier of `train.learning_rate` at each step, or None for a constant rate.
 
-    With `train.lr_decay_start` set, the rate falls linearly from `learning_rate` at that
-    step to `learning_rate * train.lr_final_fraction` at `train.num_steps`. `steps.train_step`
+    Updates are numbered by the step they start from, 0 .. num_steps - 1 (update k makes
+    checkpoint step k + 1). With `train.lr_decay_start` set, update `lr_decay_start` runs at
+    `learning_rate`, and the rate falls linearly from there so that the last update,
+    `num_steps - 1`, runs at `learning_rate * train.lr_final_fraction`. `steps.train_step`
     multiplies the optimiser's updates by it (the same as scaling RMSProp's or Adam's rate),
     reading the step from the train state. It is not passed to optax as a schedule because
     that would add a step count to the optimiser state: then a checkpoint of a constant-rate
@@ -71,24 +73,27 @@ def learning_rate_scale(train_config: ml_collections.ConfigDict) -> optax.Schedu
       unset.
 
     Raises:
-      ConfigError: the decay starts outside [0, num_steps) or the final fraction is outside
-        [0, 1].
+      ConfigError: the decay starts outside [0, num_steps - 1) (at num_steps - 1 or later it
+        would decay nothing) or the final fraction is outside [0, 1].
     """
     start = train_config.get("lr_decay_start")
     if start is None:
         return None
     final = train_config.get("lr_final_fraction", 0.0)
-    if not 0 <= start < train_config.num_steps:
+    last = train_config.num_steps - 1  # the last update that runs
+    if not 0 <= start < last:
         raise errors.ConfigError(
-            f"train.lr_decay_start={start} must be in [0, train.num_steps={train_config.num_steps})"
-            "; leave it unset for a constant learning rate."
+            f"train.lr_decay_start={start} must be in [0, {last}) for train.num_steps="
+            f"{train_config.num_steps}: update lr_decay_start runs at the full rate and the "
+            f"last one ({last}) at lr_final_fraction, so a later start decays nothing; leave "
+            "it unset for a constant learning rate."
         )
     if not 0.0 <= final <= 1.0:
         raise errors.ConfigError(f"train.lr_final_fraction={final} must be in [0, 1].")
     return optax.linear_schedule(
         init_value=1.0,
         end_value=final,
-        transition_steps=train_config.num_steps - start,
+        transition_steps=last - start,
         transition_begin=start,
     )
 
