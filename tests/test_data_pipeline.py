@@ -224,3 +224,36 @@ def test_eval_pads_processes_without_examples(spec, config):
         data.eval_batches(spec, config, global_batch_size=400, process_index=399, process_count=400)
     )
     assert len(batches) == 1 and not batches[0]["mask"].any()
+
+
+def test_perturb_pixels_replaces_at_the_rate_with_uniform_levels():
+    rng = np.random.default_rng(0)
+    image = np.zeros((200, 200, 1), np.uint8)
+    perturbed = data.pipeline.perturb_pixels(image, 0.2, 256, rng)
+    assert perturbed.shape == image.shape and perturbed.dtype == np.uint8
+    # A replaced pixel keeps level 0 with probability 1/256.
+    changed = np.mean(perturbed != 0)
+    assert abs(changed - 0.2 * 255 / 256) < 0.01
+    levels = perturbed[perturbed != 0]
+    assert abs(levels.mean() - 128) < 3  # uniform over 1..255
+    assert np.array_equal(data.pipeline.perturb_pixels(image, 0.0, 256, rng), image)
+
+
+def test_perturbed_training_batches_are_reproducible_and_resume_exactly(config, spec):
+    def iterator(rate):
+        return data.TrainIterator(spec, config, global_batch_size=4, seed=3, perturb_rate=rate)
+
+    clean, first, second = iterator(0.0), iterator(0.5), iterator(0.5)
+    clean_batches = _take(clean, 3)
+    batches = _take(first, 3)
+    assert _keys(batches) == _keys(_take(second, 3))  # a pure function of the batch index
+    fraction = np.mean(np.concatenate(batches) != np.concatenate(clean_batches))
+    assert 0.45 < fraction < 0.5  # 0.5 * 255 / 256 of the sub-pixels change
+    resumed = iterator(0.5)
+    resumed.set_state(first.get_state())
+    assert _keys(_take(resumed, 1)) == _keys(_take(first, 1))
+    assert first.get_state()["perturb_rate"] == 0.5
+    with pytest.raises(ValueError, match="perturb_rate"):
+        clean.set_state(first.get_state())  # a perturbed run's position is not a clean one's
+    with pytest.raises(data.pipeline.ConfigError, match="probability"):
+        iterator(1.5)

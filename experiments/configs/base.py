@@ -37,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     # False: an unprepared real dataset falls back to the embedded set of the same kind, with a
     # loud warning that is also written to config.json. True: that is an error instead.
     config.data.strict = False
+    # Training images only: each sub-pixel is replaced, with this probability, by a uniform
+    # random level (mu of Ren et al. 2019's background model for a likelihood ratio,
+    # `*_background` configs). 0 trains on the images as stored; evaluation never perturbs.
+    config.data.perturb_rate = 0.0
 
     # The model contract of pixel_rnn_jax.models.build_model (see WORKSPACE_NOTES.md).
     config.model = ml_collections.ConfigDict()
@@ -120,6 +124,10 @@ def get_config() -> ml_collections.ConfigDict:
     # depend on it, so a constant-rate run can be resumed with a larger num_steps and a decay.
     config.train.lr_decay_start = ml_collections.config_dict.placeholder(int)
     config.train.lr_final_fraction = 0.0
+    # L2 weight penalty (lambda of Ren et al.'s background model): the loss is the mean NLL in
+    # nats per image plus l2_weight * the sum of every squared parameter. 0 adds nothing (and
+    # leaves the train step's program as it was); logged as train/l2_penalty when on.
+    config.train.l2_weight = 0.0
     # RMSProp moving-average decay of the squared gradient (Torch's alpha is 0.99).
     config.train.rmsprop_decay = 0.95
     # RMSProp / Adam epsilon, added outside the square root as in Torch's RMSProp.

@@ -105,10 +105,47 @@ def _shuffle_seed(seed: int) -> int:
     return int(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint32)[0])
 
 
+def perturb_pixels(
+    image: np.ndarray, rate: float, num_levels: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Replaces each sub-pixel, with probability `rate`, by a uniform random level.
+
+    The input perturbation of Ren et al. (2019)'s background model: trained on images whose
+    semantic content is partly destroyed, the model learns the population's low-level
+    statistics (flat backgrounds, smooth regions), so that the likelihood ratio of the main
+    model to it cancels them.
+
+    Args:
+      image: integer `[height, width, channels]` in `[0, num_levels)`.
+      rate: probability of replacing each sub-pixel, in `[0, 1]`.
+      num_levels: the dataset's levels (2 or 256).
+      rng: the random source (Grain's per-element generator in the pipeline).
+
+    Returns:
+      An array of `image`'s shape and dtype.
+    """
+    replace = rng.random(image.shape) < rate
+    levels = rng.integers(0, num_levels, image.shape, dtype=image.dtype)
+    return np.where(replace, levels, image)
+
+
 def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
     # Grain's defaults (16 threads, 500 elements) are sized for big hosts and
     # would hold 500 whole batches here.
     return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
+
+
+class _Perturb:
+    """`perturb_pixels` as a Grain random map over (image) or (image, label) elements."""
+
+    def __init__(self, rate: float, num_levels: int, with_labels: bool):
+        self._rate, self._num_levels, self._with_labels = rate, num_levels, with_labels
+
+    def __call__(self, element, rng: np.random.Generator):
+        if self._with_labels:
+            image, label = element
+            return perturb_pixels(image, self._rate, self._num_levels, rng), label
+        return perturb_pixels(element, self._rate, self._num_levels, rng)
 
 
 class TrainIterator:
@@ -135,6 +172,7 @@ class TrainIterator:
         process_count: int = 1,
         *,
         with_labels: bool = False,
+        perturb_rate: float = 0.0,
         num_threads: int = 2,
         prefetch_batches: int = 4,
     ):
@@ -150,10 +188,17 @@ class TrainIterator:
             with_labels: Also yield `'label'`: int32 `[local_batch]` class
                 labels (class-conditional models). The batches' images and
                 order are the same either way.
+            perturb_rate: Each sub-pixel of a training image is replaced, with this
+                probability, by a uniform random level (`perturb_pixels`; the
+                background model of a likelihood ratio, `config.data.perturb_rate`); the
+                same batch index always draws the same perturbation, so a resumed run
+                sees what a straight one does. 0 leaves the images as stored.
             num_threads: Grain reader threads.
             prefetch_batches: Batches read ahead.
         """
         _check_config(spec, data_config)
+        if not 0.0 <= perturb_rate <= 1.0:
+            raise ConfigError(f"data.perturb_rate={perturb_rate} must be a probability in [0, 1].")
         self._with_labels = with_labels
         self._local_batch = check_global_batch(global_batch_size, process_count, process_count)
         shard = ShardOptions(process_index, process_count, drop_remainder=True)
@@ -176,8 +221,15 @@ class TrainIterator:
             grain.MapDataset.source(source)[start:end]
             .shuffle(seed=_shuffle_seed(seed))
             .repeat(None)  # Reseeds the shuffle every epoch.
-            .batch(self._local_batch, drop_remainder=True)
         )
+        if perturb_rate:
+            # In the identity only when on, so states saved before the field existed restore.
+            self._identity["perturb_rate"] = float(perturb_rate)
+            dataset = dataset.random_map(
+                _Perturb(perturb_rate, spec.num_levels, with_labels),
+                seed=_shuffle_seed(seed + 1),
+            )
+        dataset = dataset.batch(self._local_batch, drop_remainder=True)
         self._iterator = dataset.to_iter_dataset(
             _read_options(num_threads, prefetch_batches)
         ).__iter__()
@@ -211,6 +263,10 @@ class TrainIterator:
             for key, value in self._identity.items()
             if state.get(key) != value
         }
+        # Absent on both sides when off (states written before the field existed).
+        rates = (state.get("perturb_rate", 0.0), self._identity.get("perturb_rate", 0.0))
+        if rates[0] != rates[1]:
+            mismatched["perturb_rate"] = rates
         if mismatched:
             raise ValueError(
                 f"Iterator state does not match this iterator; (saved, current): {mismatched}."

@@ -135,6 +135,8 @@ def _log_train_interval(step, train_config, log: _TrainLog, interval, writer):
         "steps_per_sec": steps_per_sec,
         "images_per_sec": steps_per_sec * batch_size,
     }
+    if "l2_penalty" in log.last:  # train.l2_weight > 0: the term added to the loss
+        scalars["train/l2_penalty"] = log.last["l2_penalty"]
     writer.write_scalars(step, scalars)
     eta = (num_steps - step) / steps_per_sec if steps_per_sec > 0 else math.nan
     logging.info(
@@ -556,6 +558,7 @@ def train_and_evaluate(
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             with_labels=bool(config.model.num_classes),  # class-conditional models
+            perturb_rate=config.data.perturb_rate,  # background models only
         )
         state = _restore_or_init(
             ckpt, abstract, init_fn, init_rng, replicated, train_iter, writer, tc.start_fresh
@@ -572,7 +575,12 @@ def train_and_evaluate(
             reporter=_Reporter(config, spec, mesh, model, writer, progress, sample_rng, is_writer),
             stop=_stop_request(cleanup, ckpt),
             train_step=make_train_step(
-                model, tx, spec.num_levels, mesh, lr_scale=learning_rate_scale(tc)
+                model,
+                tx,
+                spec.num_levels,
+                mesh,
+                lr_scale=learning_rate_scale(tc),
+                l2_weight=tc.l2_weight,
             ),
             train_rng=parallel.replicate(train_rng, mesh),
             mesh=mesh,

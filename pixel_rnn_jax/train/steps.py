@@ -45,6 +45,7 @@ def train_step(
     tx: optax.GradientTransformation,
     num_levels: int,
     lr_scale: optax.Schedule | None = None,
+    l2_weight: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update on this device's slice of the global batch (per-device view).
 
@@ -63,12 +64,15 @@ def train_step(
       num_levels: 2 or 256.
       lr_scale: `state.learning_rate_scale(config.train)`: multiplies the updates, given
         the step before this update; None keeps them as `tx` gives them.
+      l2_weight: adds `l2_weight * sum(params ** 2)` to the loss that is differentiated
+        (`config.train.l2_weight`); 0 leaves the program without it.
 
     Returns:
       (new state, metrics) with metrics identical on all devices: 'loss' (mean NLL in nats
       per image), 'bits_per_dim', 'grad_norm' (before clipping), 'param_norm' (after the
-      update), 'params_finite' (after the update), and with `lr_scale` 'lr_scale' (the
-      multiplier this update used).
+      update), 'params_finite' (after the update), with `lr_scale` 'lr_scale' (the
+      multiplier this update used), and with `l2_weight` 'l2_penalty' (the term added to
+      'loss' before differentiating, at the parameters before the update).
     """
     images = batch["image"].astype(jnp.int32)
     labels = batch.get("label")
@@ -89,7 +93,18 @@ def train_step(
         )
         return jnp.mean(nll)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    penalty_metrics = {}
+    if l2_weight:
+        # A Python branch: without a penalty the program is exactly the unpenalised one.
+        def penalised_loss(params):
+            penalty = l2_weight * sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
+            loss = loss_fn(params)
+            return loss + penalty, (loss, penalty)
+
+        (_, (loss, penalty)), grads = jax.value_and_grad(penalised_loss, has_aux=True)(state.params)
+        penalty_metrics["l2_penalty"] = jax.lax.pmean(penalty, DATA_AXIS)
+    else:
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
     # check_vma=False in parallel.data_parallel: these gradients are per-device, so pmean
     # gives the gradient of the global-batch mean loss.
     grads = jax.lax.pmean(grads, DATA_AXIS)
@@ -109,6 +124,7 @@ def train_step(
     }
     if lr_scale is not None:
         metrics["lr_scale"] = scale
+    metrics.update(penalty_metrics)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
@@ -143,13 +159,22 @@ def eval_step(
     }
 
 
-def make_train_step(model, tx, num_levels: int, mesh, lr_scale=None) -> Callable:
+def make_train_step(
+    model, tx, num_levels: int, mesh, lr_scale=None, l2_weight: float = 0.0
+) -> Callable:
     """`(state, global batch, rng) -> (state, metrics)`, data-parallel, state donated.
 
-    `lr_scale`: as in `train_step`.
+    `lr_scale`, `l2_weight`: as in `train_step`.
     """
     return parallel.data_parallel(
-        functools.partial(train_step, model=model, tx=tx, num_levels=num_levels, lr_scale=lr_scale),
+        functools.partial(
+            train_step,
+            model=model,
+            tx=tx,
+            num_levels=num_levels,
+            lr_scale=lr_scale,
+            l2_weight=l2_weight,
+        ),
         mesh,
         in_specs=(P(), P(DATA_AXIS), P()),
         out_specs=(P(), P()),
