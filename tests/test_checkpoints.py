@@ -222,3 +222,18 @@ def test_read_only_manager_reads_unreadable_metrics_as_none_and_moves_nothing(tm
     manager.close()
     assert (tmp_path / "checkpoints" / "2" / "metrics" / "metrics").exists()
     assert not (tmp_path / checkpoints.QUARANTINE_SUBDIR).exists()
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"[" * 20_000, "RecursionError"),
+        (b" " * (checkpoints.MAX_METRICS_BYTES + 1), "more than"),
+        (b'{"eval/nll": "x"}', "not a number"),
+    ],
+)
+def test_metrics_files_are_bounded_and_never_raise(tmp_path, content, reason):
+    path = tmp_path / "metrics"
+    path.write_bytes(content)
+    metrics, problem = checkpoints.read_metrics_file(pathlib.Path(path))
+    assert metrics is None and reason in problem

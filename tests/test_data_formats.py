@@ -4,6 +4,7 @@ import gzip
 import io
 import struct
 import tarfile
+import tracemalloc
 
 import data_fixtures
 import numpy as np
@@ -96,6 +97,30 @@ def test_idx_count_bound_of_a_verified_file(tmp_path, rng):
     assert len(formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=3)) == 3
     with pytest.raises(formats.FormatError, match=r"expected \(n <= 2, 28, 28\)"):
         formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=2)
+
+
+def test_idx_bomb_is_refused_before_allocating(tmp_path):
+    # Issue 29: a 49-byte gzip declaring 10,000,000 images allocated 7.5 GiB before it
+    # found the file truncated. Now the count bound refuses it from the header, and a count
+    # within the bound costs only the bytes present (read in chunks).
+    for count, message in ((10_000_000, "IDX sizes"), (formats._IDX_MAX_ITEMS, "truncated")):
+        path = tmp_path / f"bomb{count}.gz"
+        _raw_idx(path, bytes([0, 0, 8, 3]) + struct.pack(">3I", count, 28, 28))
+        tracemalloc.start()
+        with pytest.raises(formats.FormatError, match=message):
+            formats.read_idx(str(path), (28, 28))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4 << 20, f"{count} declared images: {peak} bytes allocated"
+
+
+def test_amat_larger_than_any_official_file_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "x.amat"
+    path.write_bytes(b"0 " * 1000)
+    monkeypatch.setattr(formats, "_AMAT_MAX_BYTES", 1999)
+    monkeypatch.setattr(np, "fromfile", lambda *a, **k: pytest.fail("read a refused file"))
+    with pytest.raises(formats.FormatError, match="2000 bytes, more than the 1999"):
+        formats.read_amat(str(path))
 
 
 def test_idx_that_is_not_gzip(tmp_path):
@@ -213,3 +238,49 @@ def test_image_archive_rejects_wrong_images_and_unsafe_members(tmp_path, rng):
         tar.addfile(info, io.BytesIO(bytes(2048)))
     with pytest.raises(formats.FormatError, match="2048 bytes"):
         list(formats.iter_image_archive(str(path), 32, max_member_bytes=1024))
+
+
+def test_cifar_member_counts_and_sizes_are_bounded_before_reading(tmp_path, rng):
+    path = tmp_path / "c.tar.gz"
+    train, test = _cifar(rng)
+    extra = [(f"cifar-10-batches-bin/x{i}", b"") for i in range(formats._CIFAR_MAX_MEMBERS)]
+    data_fixtures.write_cifar_tarball(path, train, test, extra_members=extra)
+    with pytest.raises(
+        formats.FormatError, match=f"more than {formats._CIFAR_MAX_MEMBERS} archive"
+    ):
+        formats.read_cifar10_tarball(str(path))
+    records = formats._CIFAR_MAX_RECORDS_PER_FILE + 1
+    big = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+    big.size = records * 3073  # declared only: the header is refused before any read
+    path.write_bytes(gzip.compress(big.tobuf() + bytes(1024)))
+    with pytest.raises(formats.FormatError, match=f"{records * 3073} bytes, more than its"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_cifar_label_names_that_are_not_utf8_are_one_line(tmp_path, rng):
+    path = tmp_path / "c.tar.gz"
+    data_fixtures.write_cifar_tarball(path, *_cifar(rng))
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    names = "cifar-10-batches-bin/batches.meta.txt"
+    bad = tarfile.TarInfo(names)
+    bad.size = 2
+    _tar_with(path, [(bad, b"\xff\xfe") if m.name == names else (m, d) for m, d in members])
+    with pytest.raises(formats.FormatError, match="is not UTF-8 text"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_a_streamed_image_archive_keeps_no_member_list(tmp_path, rng, monkeypatch):
+    path = tmp_path / "valid_32x32.tar"
+    data_fixtures.write_imagenet_tar(path, "v", rng.integers(0, 256, (5, 32, 32, 3), np.uint8))
+    seen = []
+    real_open = tarfile.open
+
+    def spy(*args, **kwargs):
+        tar = real_open(*args, **kwargs)
+        seen.append(tar)
+        return tar
+
+    monkeypatch.setattr(tarfile, "open", spy)
+    assert len(list(formats.iter_image_archive(str(path), 32))) == 5
+    assert len(seen[0].members) <= 1
