@@ -1,5 +1,6 @@
 """Checkpoint retention (last N + best), corrupt/unfinished checkpoints, and resume."""
 
+import json
 import logging
 import os
 import pathlib
@@ -7,8 +8,11 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import mutations
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pixel_rnn_jax import checkpoints
 
@@ -237,3 +241,15 @@ def test_metrics_files_are_bounded_and_never_raise(tmp_path, content, reason):
     path.write_bytes(content)
     metrics, problem = checkpoints.read_metrics_file(pathlib.Path(path))
     assert metrics is None and reason in problem
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damaged_metrics_file_reads_as_metrics_or_a_reason(tmp_path_factory, data):
+    real = json.dumps({checkpoints.BEST_METRIC: 2.75, "eval/bits_per_dim": 2.75}).encode()
+    path = tmp_path_factory.mktemp("metrics") / "metrics"
+    path.write_bytes(data.draw(mutations.mutated(real), label="metrics"))
+    metrics, problem = checkpoints.read_metrics_file(path)
+    assert (metrics is None) != (problem is None)
+    if metrics is not None:
+        assert checkpoints.metrics_problem(metrics) is None

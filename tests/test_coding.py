@@ -12,9 +12,12 @@ import struct
 import zlib
 
 import constriction
+import mutations
 import numpy as np
 import PIL.ImageFile
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from model_probes import tiny_model_config
 from PIL import Image
 from sampling_fixtures import random_variables
@@ -379,3 +382,65 @@ def test_png_size_is_checked_from_the_header_before_decoding(tmp_path, monkeypat
         path.write_bytes(data)
         with pytest.raises(errors.ImageFileError, match=f"{path}: not a readable PNG image"):
             files.read_png(str(path), (HEIGHT, WIDTH, 1), 256)
+
+
+# Property tests: damaged real files give their image or the project's error, never another
+# exception (bounded examples: a few seconds in all).
+_PROPERTY = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_prnn_file_decodes_exactly_or_is_refused_and_spares_its_neighbour(kinds, data):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    good, seed = kind.files
+    damaged = data.draw(mutations.mutated(seed), label="file")
+    bad, beside = kind.decompress([damaged, good])
+    np.testing.assert_array_equal(beside.image, kind.images[0])
+    if bad.error is None:
+        np.testing.assert_array_equal(bad.image, kind.images[1])
+    else:
+        assert bad.image is None and "\n" not in bad.error
+
+
+@_PROPERTY
+@given(payload=st.binary(max_size=64))
+def test_random_payload_behind_a_valid_header_ends_in_the_image_or_the_checksum(kinds, payload):
+    kind = _kind(kinds, "diagonal_bilstm-256-grey")
+    header, _ = container.unpack(kind.files[0])
+    (result,) = kind.decompress([container.pack(header, payload)])
+    if result.error is None:  # the payload decoded to pixels whose checksum matches
+        assert container.pixel_checksum(result.image) == header.checksum
+        assert result.image.shape == kind.image_shape
+    else:
+        assert "damaged or truncated" in result.error
+
+
+@pytest.fixture(scope="module")
+def real_pngs(tmp_path_factory):
+    """A binary greyscale and a 256-level RGB PNG, written by `files.write_png`."""
+    rng = np.random.default_rng(3)
+    out = tmp_path_factory.mktemp("pngs")
+    files.write_png(str(out / "grey.png"), rng.integers(0, 2, (HEIGHT, WIDTH, 1)), 2)
+    files.write_png(str(out / "rgb.png"), rng.integers(0, 256, (HEIGHT, WIDTH, 3)), 256)
+    return {(1, 2): (out / "grey.png").read_bytes(), (3, 256): (out / "rgb.png").read_bytes()}
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_png_reads_as_the_models_image_or_one_line_error(real_pngs, tmp_path, data):
+    (channels, levels), seed = data.draw(st.sampled_from(sorted(real_pngs.items())))
+    damaged = data.draw(mutations.mutated(seed), label="png")
+    if data.draw(st.booleans(), label="fix CRCs"):
+        damaged = mutations.fix_png_crcs(damaged)
+    path = tmp_path / "x.png"
+    path.write_bytes(damaged)
+    try:
+        image = files.read_png(str(path), (HEIGHT, WIDTH, channels), levels)
+    except errors.ImageFileError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+    else:
+        assert image.shape == (HEIGHT, WIDTH, channels) and image.dtype == np.int32
+        assert image.min() >= 0 and image.max() < levels

@@ -7,8 +7,11 @@ import tarfile
 import tracemalloc
 
 import data_fixtures
+import mutations
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pixel_rnn_jax.data import formats
 
@@ -284,3 +287,106 @@ def test_a_streamed_image_archive_keeps_no_member_list(tmp_path, rng, monkeypatc
     monkeypatch.setattr(tarfile, "open", spy)
     assert len(list(formats.iter_image_archive(str(path), 32))) == 5
     assert len(seen[0].members) <= 1
+
+
+# Property tests: damaged real files give a right result or a FormatError, never another
+# exception, and an IDX file never costs more memory than its bytes (bounded examples).
+_PROPERTY = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _idx_bytes(array):
+    array = np.asarray(array, np.uint8)
+    return (
+        bytes([0, 0, 8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_idx_file_is_read_right_or_refused_within_its_bytes(tmp_path, data):
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    content = data.draw(mutations.mutated(_idx_bytes(images)), label="content")
+    packed = gzip.compress(content, mtime=0)
+    if data.draw(st.booleans(), label="damage the gzip"):
+        packed = data.draw(mutations.mutated(packed), label="gzip")
+    path = tmp_path / "i.gz"
+    path.write_bytes(packed)
+    tracemalloc.start()
+    try:
+        out = formats.read_idx(str(path), (28, 28))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:  # whatever it returns is what the file holds
+        assert out.shape[1:] == (28, 28) and out.tobytes() == gzip.decompress(packed)[16:]
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 3 * len(content) + (4 << 20)
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_amat_file_is_read_right_or_refused(tmp_path, data):
+    path = tmp_path / "x.amat"
+    data_fixtures.write_amat(path, np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)))
+    path.write_bytes(data.draw(mutations.mutated(path.read_bytes()), label="amat"))
+    try:
+        out = formats.read_amat(str(path))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:
+        assert out.shape[1:] == (28, 28, 1) and set(np.unique(out)) <= {0, 1}
+
+
+@pytest.fixture(scope="module")
+def cifar_tar():
+    """The uncompressed bytes of a small CIFAR-10-style tarball."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        images, labels = _cifar(rng, 2, 1)[0]
+        for name in (*formats.CIFAR10_TRAIN_FILES, *formats.CIFAR10_TEST_FILES):
+            body = data_fixtures.cifar_records(images[:1], labels[:1])
+            info = tarfile.TarInfo(formats.CIFAR10_PREFIX + name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        names = ("\n".join(data_fixtures.CIFAR_NAMES) + "\n").encode()
+        info = tarfile.TarInfo(formats.CIFAR10_PREFIX + formats.CIFAR10_LABELS_FILE)
+        info.size = len(names)
+        tar.addfile(info, io.BytesIO(names))
+    return buffer.getvalue()
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_cifar_tarball_is_read_right_or_refused(tmp_path, cifar_tar, data):
+    path = tmp_path / "c.tar.gz"
+    path.write_bytes(gzip.compress(data.draw(mutations.mutated(cifar_tar), label="tar"), mtime=0))
+    try:
+        out = formats.read_cifar10_tarball(str(path))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:
+        for split in ("train", "test"):
+            images, labels = out[split]
+            assert images.shape[1:] == (32, 32, 3) and len(images) == len(labels)
+            assert labels.max(initial=0) < 10
+        assert len(out["label_names"]) == 10
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_image_archive_streams_right_or_is_refused(tmp_path, data):
+    path = tmp_path / "valid_32x32.tar"
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    data_fixtures.write_imagenet_tar(path, "v", images)
+    path.write_bytes(data.draw(mutations.mutated(path.read_bytes()), label="tar"))
+    try:
+        for _, encoded in formats.iter_image_archive(str(path), 32):
+            assert isinstance(encoded, bytes)
+    except formats.FormatError as error:
+        assert "\n" not in str(error)

@@ -4,7 +4,10 @@ import json
 import logging
 
 import ml_collections
+import mutations
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model_probes import tiny_model_config
 
 from pixel_rnn_jax import errors, workdir
@@ -39,3 +42,18 @@ def test_a_config_json_of_another_model_is_still_refused(tmp_path):
     (tmp_path / workdir.CONFIG_FILE).write_text(json.dumps({"config": {"model": recorded}}))
     with pytest.raises(errors.WorkdirError, match="model.hidden_dim: 99 there, 4 here"):
         workdir.check_config_matches(str(tmp_path), config)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damaged_config_json_is_checked_or_reported_never_raised(tmp_path_factory, data):
+    config = _config()
+    real = json.dumps({"config": config.to_dict(), "devices": {"platform": "cpu"}}, indent=2)
+    directory = tmp_path_factory.mktemp("run")
+    (directory / workdir.CONFIG_FILE).write_bytes(
+        data.draw(mutations.mutated(real.encode()), label="config.json")
+    )
+    try:
+        workdir.check_config_matches(str(directory), config)
+    except errors.WorkdirError as error:  # a readable file naming another model
+        assert "holds a run of a different model" in str(error)
