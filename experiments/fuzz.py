@@ -16,7 +16,7 @@ regression test under tests/. Needs the `fuzz` extra (`pip install atheris`).
 --campaign runs the named targets one after the other, each in its own child process (so
 one's memory never counts against another's), and writes executions, exec/s, coverage
 (libFuzzer's `cov:` edges of the instrumented code), the peak RSS (the child's ru_maxrss)
-and any crash input to --report (JSON) and the Markdown table beside it.
+and any crash input to --report (JSON); the logs go to scratch/fuzz/ beside it.
 """
 
 import json
@@ -39,7 +39,7 @@ _RSS = flags.DEFINE_integer("rss_limit_mb", 2048, "Memory bound: libFuzzer's -rs
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 10, "An input running longer is a hang.")
 _CORPUS = flags.DEFINE_string("corpus", None, "Corpus directory (default: a temporary one).")
 _ARTIFACTS = flags.DEFINE_string("artifacts", None, "Where crash inputs go (default: cwd).")
-_REPORT = flags.DEFINE_string("report", None, "--campaign: the JSON report (and .md beside).")
+_REPORT = flags.DEFINE_string("report", None, "--campaign: the JSON report.")
 
 
 # Functions whose comparisons are numpy arrays: atheris 3.0's comparison tracing leaks

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import pathlib
 import struct
 import tarfile
 import tracemalloc
@@ -390,3 +391,31 @@ def test_any_damaged_image_archive_streams_right_or_is_refused(tmp_path, data):
             assert isinstance(encoded, bytes)
     except formats.FormatError as error:
         assert "\n" not in str(error)
+
+
+def test_a_nul_in_a_pax_member_name_is_an_unsafe_member(tmp_path):
+    # tarfile.data_filter raises ValueError ("embedded null byte"), not a FilterError.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/x")
+        info.pax_headers = {"path": "cifar-10-batches-bin/a\0b"}
+        tar.addfile(info, io.BytesIO(b""))
+    path = tmp_path / "c.tar.gz"
+    path.write_bytes(gzip.compress(buffer.getvalue()))
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        formats.read_cifar10_tarball(str(path))
+    plain = tmp_path / "t.tar"
+    plain.write_bytes(buffer.getvalue())
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        list(formats.iter_image_archive(str(plain), 32))
+
+
+FUZZ_CRASHES = pathlib.Path(__file__).resolve().parent / "fixtures" / "fuzz"
+
+
+def test_fuzzer_found_archive_with_a_truncated_png_header_is_one_line():
+    # Found by `python -m experiments.fuzz --target=archive` (2026-12-07): Pillow's
+    # Image.open raised ValueError("Truncated IHDR chunk") through iter_image_archive.
+    path = FUZZ_CRASHES / "archive-truncated-ihdr.tar"
+    with pytest.raises(formats.FormatError, match="is not an image .*Truncated IHDR chunk"):
+        list(formats.iter_image_archive(str(path), 32))

@@ -1,8 +1,6 @@
 """The fuzz targets of `experiments.fuzz` (no atheris needed): their seeds are real files
 that pass the readers, and their property checks hold on junk and fail on a wrong result."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -17,7 +15,7 @@ CHEAP = ["png", "idx", "amat", "cifar", "archive", "checkpoint"]
 def test_seeds_and_junk_pass_the_property(tmp_path, name):
     target = targets.TARGETS[name](str(tmp_path))
     assert target.seeds and target.modules
-    for data in [*target.seeds, b"", b"\0", b"\1" + os.urandom(64), bytes(300)]:
+    for data in [*target.seeds, b"", b"\0", b"\1" + bytes(range(64)), bytes(300)]:
         target.check(data)
 
 

@@ -62,6 +62,19 @@ _AMAT_BYTE_KIND[[ord(" "), ord("\t"), ord("\r")]] = 2
 _AMAT_BYTE_KIND[ord("\n")] = 3
 
 
+# What Pillow's `Image.open` raises on a damaged header besides OSError: found by
+# `python -m experiments.fuzz --target=archive` (a truncated IHDR chunk is a ValueError).
+_IMAGE_HEADER_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
 class FormatError(PrepareError):
     """A file is not in the format its dataset's readers expect."""
 
@@ -305,8 +318,10 @@ def iter_image_archive(
                 try:
                     with Image.open(io.BytesIO(encoded)) as image:
                         size, mode, kind = image.size, image.mode, image.format
-                except (OSError, Image.DecompressionBombError) as error:
-                    raise FormatError(f"{path}: member {member.name} is not an image.") from error
+                except _IMAGE_HEADER_ERRORS as error:
+                    raise FormatError(
+                        f"{path}: member {member.name} is not an image ({error})."
+                    ) from None
                 if size != (side, side) or mode != "RGB" or kind not in ("PNG", "JPEG"):
                     raise FormatError(
                         f"{path}: member {member.name} is a {kind} {mode} image of size "
