@@ -76,6 +76,7 @@ def main(argv):
         np.asarray(images, np.int32),
         names,
         _OUTPUT.value,
+        image_shape=loaded.spec.image_shape,
         labels=labels,
         overwrite=_OVERWRITE.value,
         info=info,

@@ -41,6 +41,7 @@ def main(argv):
         inputs,
         _OUTPUT.value,
         overwrite=_OVERWRITE.value,
+        image_shape=loaded.spec.image_shape,
     )
     print(f"{len(written)} images written to {_OUTPUT.value}")
 

@@ -138,6 +138,10 @@ def metrics_problem(metrics: Any) -> str | None:
     return None
 
 
+# A metrics item is a few hundred bytes; a larger one is unreadable (not read).
+MAX_METRICS_BYTES = 1 << 16
+
+
 def read_metrics_file(path: epath.Path) -> tuple[Mapping[str, float] | None, str | None]:
     """Reads a checkpoint's `metrics/metrics` JSON file.
 
@@ -149,11 +153,17 @@ def read_metrics_file(path: epath.Path) -> tuple[Mapping[str, float] | None, str
       was not evaluated); (None, reason) when it exists but cannot be used.
     """
     try:
-        metrics = json.loads(path.read_bytes().decode("utf-8"))
+        with path.open("rb") as f:
+            data = f.read(MAX_METRICS_BYTES + 1)
+        if len(data) > MAX_METRICS_BYTES:
+            return None, f"more than {MAX_METRICS_BYTES} bytes (not read)"
+        metrics = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         return None, None
-    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError too
-        return None, f"{type(error).__name__}: {error}"
+    # UnicodeDecodeError and JSONDecodeError are ValueErrors; RecursionError: JSON nested
+    # deeper than the parser's stack.
+    except (OSError, ValueError, RecursionError) as error:
+        return None, f"{type(error).__name__}: {str(error)[:200]}"
     problem = metrics_problem(metrics)
     return (None, problem) if problem else (metrics, None)
 

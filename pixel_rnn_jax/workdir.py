@@ -18,6 +18,8 @@ from absl import logging
 from pixel_rnn_jax import checkpoints, metric_logging, model_fields
 from pixel_rnn_jax.errors import WorkdirError, is_disk_full
 
+# The runner writes a few kB; a larger file is not one it wrote and is not read.
+MAX_CONFIG_BYTES = 1 << 20
 CONFIG_FILE = "config.json"  # written by the runner: the config and environment of the run
 # Folders inside the workdir that a training run writes into, when they already exist.
 _WRITTEN_SUBDIRS = (
@@ -70,6 +72,20 @@ def model_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -
     return differences
 
 
+def read_config_json(path: str) -> Any:
+    """A workdir's config.json parsed, reading no more than `MAX_CONFIG_BYTES`.
+
+    Raises:
+      OSError: unreadable. ValueError: over `MAX_CONFIG_BYTES`, not UTF-8 or not JSON.
+      RecursionError: nested deeper than the parser's stack.
+    """
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"more than {MAX_CONFIG_BYTES} bytes")
+    return json.loads(data.decode("utf-8"))
+
+
 def check_config_matches(workdir: str, config: ml_collections.ConfigDict):
     """Raises WorkdirError if the workdir's config.json names a different model.
 
@@ -87,11 +103,12 @@ def check_config_matches(workdir: str, config: ml_collections.ConfigDict):
     if not os.path.exists(path):
         return
     try:
-        with open(path, "rb") as f:
-            recorded = json.loads(f.read().decode("utf-8"))["config"]["model"]
+        recorded = read_config_json(path)["config"]["model"]
         if not isinstance(recorded, Mapping):
             raise TypeError(f"config.model is a {type(recorded).__name__}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        differences = model_differences(recorded, config.model.to_dict())
+    # RecursionError: JSON nested deeper than the interpreter's stack.
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         logging.warning(
             "%s is unreadable (%s: %s); it only describes the run, so it is not checked "
             "against the config (training rewrites it).",
@@ -100,7 +117,6 @@ def check_config_matches(workdir: str, config: ml_collections.ConfigDict):
             str(error)[:200],
         )
         return
-    differences = model_differences(recorded, config.model.to_dict())
     if differences:
         listed = "; ".join(
             f"model.{key}: {old!r} there, {new!r} here" for key, (old, new) in differences.items()

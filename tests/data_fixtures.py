@@ -185,12 +185,15 @@ class FixtureServer:
     Records every request's path and Range header in `requests`. `drop_after`
     maps a file name to a byte count: the next response for it announces the
     full length, sends that many bytes and closes the connection (once).
+    `hide_length` holds file names whose responses carry no Content-Length
+    (the body ends when the connection closes).
     """
 
     def __init__(self, directory):
         self.directory = directory
         self.requests = []
         self.drop_after = {}
+        self.hide_length = set()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -222,7 +225,10 @@ class FixtureServer:
                 else:
                     self.send_response(200)
                 body = payload[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if name in server.hide_length:
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cut = server.drop_after.pop(name, None)
                 if cut is not None:

@@ -1,5 +1,6 @@
 """Checkpoint retention (last N + best), corrupt/unfinished checkpoints, and resume."""
 
+import json
 import logging
 import os
 import pathlib
@@ -7,8 +8,11 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import mutations
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pixel_rnn_jax import checkpoints
 
@@ -222,3 +226,30 @@ def test_read_only_manager_reads_unreadable_metrics_as_none_and_moves_nothing(tm
     manager.close()
     assert (tmp_path / "checkpoints" / "2" / "metrics" / "metrics").exists()
     assert not (tmp_path / checkpoints.QUARANTINE_SUBDIR).exists()
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"[" * 20_000, "RecursionError"),
+        (b" " * (checkpoints.MAX_METRICS_BYTES + 1), "more than"),
+        (b'{"eval/nll": "x"}', "not a number"),
+    ],
+)
+def test_metrics_files_are_bounded_and_never_raise(tmp_path, content, reason):
+    path = tmp_path / "metrics"
+    path.write_bytes(content)
+    metrics, problem = checkpoints.read_metrics_file(pathlib.Path(path))
+    assert metrics is None and reason in problem
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damaged_metrics_file_reads_as_metrics_or_a_reason(tmp_path_factory, data):
+    real = json.dumps({checkpoints.BEST_METRIC: 2.75, "eval/bits_per_dim": 2.75}).encode()
+    path = tmp_path_factory.mktemp("metrics") / "metrics"
+    path.write_bytes(data.draw(mutations.mutated(real), label="metrics"))
+    metrics, problem = checkpoints.read_metrics_file(path)
+    assert (metrics is None) != (problem is None)
+    if metrics is not None:
+        assert checkpoints.metrics_problem(metrics) is None

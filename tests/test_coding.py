@@ -4,12 +4,20 @@ Every model kind and colour mode on tiny models with random parameters; each kin
 compiled once (the encoder and the decoder run the same program) and shared by the tests.
 """
 
+import dataclasses
+import io
 import json
 import os
+import struct
+import zlib
 
 import constriction
+import mutations
 import numpy as np
+import PIL.ImageFile
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from model_probes import tiny_model_config
 from PIL import Image
 from sampling_fixtures import random_variables
@@ -51,12 +59,20 @@ class Kind:
         classes = self.config.num_classes
         self.labels = rng.integers(0, classes, BATCH) if classes else None
         self.fingerprint = container.fingerprint(self.config, self.variables["params"])
+        self.image_shape = shape[1:]
         self.files = codec.compress(
-            self.model, self.variables, self.fingerprint, self.images, self.labels
+            self.model,
+            self.variables,
+            self.fingerprint,
+            self.images,
+            self.labels,
+            image_shape=self.image_shape,
         )
 
     def decompress(self, files):
-        return codec.decompress(self.model, self.variables, self.fingerprint, files)
+        return codec.decompress(
+            self.model, self.variables, self.fingerprint, files, image_shape=self.image_shape
+        )
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +222,13 @@ def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
     kind = _kind(kinds, "row_lstm-binary-grey")
     out = tmp_path / "prnn"
     report = files.compress_to_directory(
-        kind.model, kind.variables, kind.fingerprint, kind.images, ["a", "b"], str(out)
+        kind.model,
+        kind.variables,
+        kind.fingerprint,
+        kind.images,
+        ["a", "b"],
+        str(out),
+        image_shape=kind.image_shape,
     )
     assert json.loads((out / "report.json").read_text()) == report
     assert [f["name"] for f in report["files"]] == ["a.prnn", "b.prnn"]
@@ -215,7 +237,13 @@ def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
     before = (out / "report.json").read_text()
     with pytest.raises(errors.OutputExistsError, match="already holds 3 of the files"):
         files.compress_to_directory(
-            kind.model, kind.variables, kind.fingerprint, kind.images, ["a", "b"], str(out)
+            kind.model,
+            kind.variables,
+            kind.fingerprint,
+            kind.images,
+            ["a", "b"],
+            str(out),
+            image_shape=kind.image_shape,
         )
     assert (out / "report.json").read_text() == before
     (out / "b.prnn").write_bytes(kind.files[1][:-2])  # truncated
@@ -223,21 +251,21 @@ def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
     inputs = files.input_files(str(out))
     with pytest.raises(errors.CompressedFileError, match=r"1 of 2 files .*b\.prnn: damaged"):
         files.decompress_to_directory(
-            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs)
+            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs), image_shape=(4, 4, 1)
         )
     assert os.listdir(pngs) == ["a.png"]
     decoded = np.asarray(Image.open(pngs / "a.png"))
     np.testing.assert_array_equal(decoded, kind.images[0, ..., 0] * 255)
     with pytest.raises(errors.OutputExistsError, match="a.png"):
         files.decompress_to_directory(
-            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs)
+            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs), image_shape=(4, 4, 1)
         )
     # PNG inputs come back as the model's images; other shapes, modes and levels are refused.
     images, stems = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 1), 2)
     np.testing.assert_array_equal(images[0], kind.images[0])
     assert stems == ["a"]
     bad = {
-        "size.png": (np.zeros((5, 4), np.uint8), "is 5x4; the model takes 4x4"),
+        "size.png": (np.zeros((5, 4), np.uint8), "is 5x4x1, the model takes 4x4x1 images"),
         "rgb.png": (np.zeros((4, 4, 3), np.uint8), "is a 'RGB' image"),
         "grey.png": (np.full((4, 4), 128, np.uint8), "has grey levels"),
     }
@@ -257,13 +285,186 @@ def test_rgb_pngs_and_labels_come_back_from_a_directory(kinds, tmp_path):
         kind.images,
         ["x", "y"],
         str(out),
+        image_shape=kind.image_shape,
         labels=kind.labels,
     )
     written = files.decompress_to_directory(
-        kind.model, kind.variables, kind.fingerprint, files.input_files(str(out)), str(pngs)
+        kind.model,
+        kind.variables,
+        kind.fingerprint,
+        files.input_files(str(out)),
+        str(pngs),
+        image_shape=kind.image_shape,
     )
     assert [os.path.basename(path) for path in written] == ["x.png", "y.png"]
     images, _ = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 3), 256)
     np.testing.assert_array_equal(images, kind.images)
     labels = json.loads((pngs / files.LABELS_FILE).read_text())
     assert labels == {"x.png": int(kind.labels[0]), "y.png": int(kind.labels[1])}
+
+
+def _with_header(data: bytes, **fields) -> bytes:
+    """`data` (a .prnn file) with some header fields replaced, its payload kept."""
+    header, payload = container.unpack(data)
+    return container.pack(dataclasses.replace(header, **fields), payload)
+
+
+def test_a_header_of_another_image_size_is_refused_before_decoding(kinds, monkeypatch):
+    # Issue 29's reproducer: a real file with only the width changed made XLA ask for 301 GB.
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    good = kind.files[0]
+    forged = [_with_header(good, width=100_000), _with_header(good, height=2**40)]
+    decoded = []
+    real_decode = lockstep.decode
+    monkeypatch.setattr(
+        lockstep,
+        "decode",
+        lambda m, v, p, shape, *a: decoded.append(shape) or real_decode(m, v, p, shape, *a),
+    )
+    results = kind.decompress([forged[0], good, forged[1]])
+    assert decoded == [(HEIGHT, WIDTH)]  # only the good file reached the coder
+    np.testing.assert_array_equal(results[1].image, kind.images[0])
+    assert (
+        results[0].error == "malformed header: an image of 4x100000x1, the model takes 4x4x1 images"
+    )
+    assert f"{2**40}x4x1, the model takes 4x4x1" in results[2].error
+    # compress applies the same rule to its images.
+    with pytest.raises(errors.ImageFileError, match="4x4x1, the model takes 4x5x1 images"):
+        codec.compress(
+            kind.model, kind.variables, kind.fingerprint, kind.images, image_shape=(4, 5, 1)
+        )
+
+
+def test_a_forged_file_beside_a_good_one_in_a_directory_costs_only_itself(kinds, tmp_path):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "good.prnn").write_bytes(kind.files[0])
+    (inputs / "wide.prnn").write_bytes(_with_header(kind.files[0], width=100_000))
+    (inputs / "huge.prnn").write_bytes(kind.files[0] + b"\0" * (1 << 20))  # read no further
+    out = tmp_path / "out"
+    with pytest.raises(errors.CompressedFileError) as info:
+        files.decompress_to_directory(
+            kind.model,
+            kind.variables,
+            kind.fingerprint,
+            files.input_files(str(inputs)),
+            str(out),
+            image_shape=kind.image_shape,
+        )
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("2 of 3 files could not be decoded")
+    assert "4x100000x1, the model takes 4x4x1" in message
+    assert (
+        f"more than any .prnn file of a 4x4x1 image ({codec.max_file_bytes((4, 4, 1))})" in message
+    )
+    assert os.listdir(out) == ["good.png"]
+    assert (
+        len(files.read_prnn(str(inputs / "huge.prnn"), (4, 4, 1)))
+        == codec.max_file_bytes((4, 4, 1)) + 1
+    )
+
+
+def test_the_size_bound_holds_for_the_costliest_images(kinds):
+    # Images the model finds least likely cost the most bits: still under max_file_bytes.
+    kind = _kind(kinds, "pixelcnn-256-rgb")
+    worst = np.where(kind.images < 128, 255, 0).astype(np.int32)
+    data = codec.compress(
+        kind.model, kind.variables, kind.fingerprint, worst, image_shape=kind.image_shape
+    )
+    assert max(map(len, data)) <= codec.max_file_bytes(kind.image_shape)
+
+
+def _png_header_only(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A PNG whose IHDR declares `width` x `height` 8-bit pixels, with a tiny IDAT."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_png_size_is_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header_only(5000, 5000))
+    monkeypatch.setattr(
+        PIL.ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded a refused image")
+    )
+    with pytest.raises(errors.ImageFileError) as info:
+        files.read_png(str(path), (HEIGHT, WIDTH, 1), 256)
+    assert str(info.value).startswith(f"{path} is 5000x5000x1, the model takes 4x4x1 images")
+    # A bomb beyond Pillow's own limit, a JPEG and bytes that are no image: one line each.
+    path.write_bytes(_png_header_only(1 << 20, 1 << 20))
+    with pytest.raises(errors.ImageFileError, match="not a readable PNG image"):
+        files.read_png(str(path), (HEIGHT, WIDTH, 1), 256)
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buffer, "JPEG")
+    for data in (buffer.getvalue(), b"\x89PNG\r\n\x1a\n garbage"):
+        path.write_bytes(data)
+        with pytest.raises(errors.ImageFileError, match=f"{path}: not a readable PNG image"):
+            files.read_png(str(path), (HEIGHT, WIDTH, 1), 256)
+
+
+# Property tests: damaged real files give their image or the project's error, never another
+# exception (bounded examples: a few seconds in all).
+_PROPERTY = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_prnn_file_decodes_exactly_or_is_refused_and_spares_its_neighbour(kinds, data):
+    kind = _kind(kinds, "row_lstm-binary-grey")
+    good, seed = kind.files
+    damaged = data.draw(mutations.mutated(seed), label="file")
+    bad, beside = kind.decompress([damaged, good])
+    np.testing.assert_array_equal(beside.image, kind.images[0])
+    if bad.error is None:
+        np.testing.assert_array_equal(bad.image, kind.images[1])
+    else:
+        assert bad.image is None and "\n" not in bad.error
+
+
+@_PROPERTY
+@given(payload=st.binary(max_size=64))
+def test_random_payload_behind_a_valid_header_ends_in_the_image_or_the_checksum(kinds, payload):
+    kind = _kind(kinds, "diagonal_bilstm-256-grey")
+    header, _ = container.unpack(kind.files[0])
+    (result,) = kind.decompress([container.pack(header, payload)])
+    if result.error is None:  # the payload decoded to pixels whose checksum matches
+        assert container.pixel_checksum(result.image) == header.checksum
+        assert result.image.shape == kind.image_shape
+    else:
+        assert "damaged or truncated" in result.error
+
+
+@pytest.fixture(scope="module")
+def real_pngs(tmp_path_factory):
+    """A binary greyscale and a 256-level RGB PNG, written by `files.write_png`."""
+    rng = np.random.default_rng(3)
+    out = tmp_path_factory.mktemp("pngs")
+    files.write_png(str(out / "grey.png"), rng.integers(0, 2, (HEIGHT, WIDTH, 1)), 2)
+    files.write_png(str(out / "rgb.png"), rng.integers(0, 256, (HEIGHT, WIDTH, 3)), 256)
+    return {(1, 2): (out / "grey.png").read_bytes(), (3, 256): (out / "rgb.png").read_bytes()}
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_png_reads_as_the_models_image_or_one_line_error(real_pngs, tmp_path, data):
+    (channels, levels), seed = data.draw(st.sampled_from(sorted(real_pngs.items())))
+    damaged = data.draw(mutations.mutated(seed), label="png")
+    if data.draw(st.booleans(), label="fix CRCs"):
+        damaged = mutations.fix_png_crcs(damaged)
+    path = tmp_path / "x.png"
+    path.write_bytes(damaged)
+    try:
+        image = files.read_png(str(path), (HEIGHT, WIDTH, channels), levels)
+    except errors.ImageFileError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+    else:
+        assert image.shape == (HEIGHT, WIDTH, channels) and image.dtype == np.int32
+        assert image.min() >= 0 and image.max() < levels

@@ -1,5 +1,6 @@
 """`python -m experiments.compress` and `experiments.decompress` end to end on a smoke run."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -13,6 +14,7 @@ from PIL import Image
 from experiments import configs
 from experiments.benchmarks import compression
 from pixel_rnn_jax import train
+from pixel_rnn_jax.coding import container
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "row_lstm_mnist_smoke"
@@ -52,11 +54,16 @@ def test_compress_report_then_decompress_a_directory_with_a_truncated_file(run, 
     assert report["totals"]["bytes"] == sum(entry["bytes"] for entry in report["files"])
 
     (out / names[1]).write_bytes((out / names[1]).read_bytes()[:-2])  # truncated
+    # Issue 29: the header's width changed to 100000 asked XLA for 301 GB; now one line.
+    header, payload = container.unpack((out / names[2]).read_bytes())
+    forged = container.pack(dataclasses.replace(header, width=100_000), payload)
+    (out / "wide.prnn").write_bytes(forged)
     result = _cli("decompress", cache, f"--workdir={workdir}", f"--input={out}", f"--output={pngs}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("Error: 1 of 3 files could not be decoded") and names[1] in error
+    assert error.startswith("Error: 2 of 4 files could not be decoded") and names[1] in error
+    assert "wide.prnn: malformed header: an image of 28x100000x1, the model takes 28x28x1" in error
     assert sorted(os.listdir(pngs)) == ["test_00000.png", "test_00002.png"]
     spec = train.load_checkpoint(config, workdir).spec
     images, _ = train.split_images(config, spec, "test", 3)

@@ -198,3 +198,34 @@ def test_locate_files_from_a_mirror_and_from_a_directory(served, tmp_path):
     assert not (tmp_path / "unused").exists()
     with pytest.raises(download.DownloadError, match="must hold other.bin"):
         download.locate_files({"other.bin": "x"}, server.directory, str(tmp_path), FAST)
+
+
+def test_a_download_longer_than_the_expected_size_is_stopped_there(served, tmp_path):
+    server, payload = served
+    dest = tmp_path / "blob.bin"
+    limit = len(payload) - 1
+    # Announced too long: refused before any byte is written.
+    with pytest.raises(download.TooLargeError, match=f"at most {limit}; stopped") as info:
+        download.fetch(f"{server.url}/blob.bin", str(dest), FAST, max_bytes=limit)
+    assert "\n" not in str(info.value)
+    assert not dest.exists() and not (tmp_path / "blob.bin.part").exists()
+    # No length announced: the stream is counted and cut at the limit, and not retried.
+    server.hide_length.add("blob.bin")
+    requests_before = len(server.requests)
+    retrying = download.RetryPolicy(timeout=5, retries=2, backoff=0.01)
+    with pytest.raises(download.TooLargeError):
+        download.fetch(f"{server.url}/blob.bin", str(dest), retrying, max_bytes=limit)
+    assert len(server.requests) == requests_before + 1
+    assert not dest.exists() and not (tmp_path / "blob.bin.part").exists()
+    # At the limit exactly, the file is whole.
+    download.fetch(f"{server.url}/blob.bin", str(dest), FAST, max_bytes=len(payload))
+    assert dest.read_bytes() == payload
+
+
+def test_size_limits_follow_the_known_sizes():
+    official = download.FileChecksum("u", 1000, "0" * 64, "f.gz")
+    assert download.size_limit(official, None, verify=True) == 1000
+    content = download.ContentDigest(size=70_000, sha256="0" * 64)
+    # A re-compressed copy may be a stored gzip of the content: 2 blocks, header, trailer.
+    assert download.size_limit(official, content, verify=True) == 70_000 + 10 + 1024
+    assert download.size_limit(official, None, verify=False) == 2000 + (1 << 20)

@@ -2,12 +2,17 @@
 
 import gzip
 import io
+import pathlib
 import struct
 import tarfile
+import tracemalloc
 
 import data_fixtures
+import mutations
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pixel_rnn_jax.data import formats
 
@@ -96,6 +101,30 @@ def test_idx_count_bound_of_a_verified_file(tmp_path, rng):
     assert len(formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=3)) == 3
     with pytest.raises(formats.FormatError, match=r"expected \(n <= 2, 28, 28\)"):
         formats.read_idx(str(tmp_path / "i.gz"), (28, 28), max_items=2)
+
+
+def test_idx_bomb_is_refused_before_allocating(tmp_path):
+    # Issue 29: a 49-byte gzip declaring 10,000,000 images allocated 7.5 GiB before it
+    # found the file truncated. Now the count bound refuses it from the header, and a count
+    # within the bound costs only the bytes present (read in chunks).
+    for count, message in ((10_000_000, "IDX sizes"), (formats._IDX_MAX_ITEMS, "truncated")):
+        path = tmp_path / f"bomb{count}.gz"
+        _raw_idx(path, bytes([0, 0, 8, 3]) + struct.pack(">3I", count, 28, 28))
+        tracemalloc.start()
+        with pytest.raises(formats.FormatError, match=message):
+            formats.read_idx(str(path), (28, 28))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4 << 20, f"{count} declared images: {peak} bytes allocated"
+
+
+def test_amat_larger_than_any_official_file_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "x.amat"
+    path.write_bytes(b"0 " * 1000)
+    monkeypatch.setattr(formats, "_AMAT_MAX_BYTES", 1999)
+    monkeypatch.setattr(np, "fromfile", lambda *a, **k: pytest.fail("read a refused file"))
+    with pytest.raises(formats.FormatError, match="2000 bytes, more than the 1999"):
+        formats.read_amat(str(path))
 
 
 def test_idx_that_is_not_gzip(tmp_path):
@@ -213,3 +242,180 @@ def test_image_archive_rejects_wrong_images_and_unsafe_members(tmp_path, rng):
         tar.addfile(info, io.BytesIO(bytes(2048)))
     with pytest.raises(formats.FormatError, match="2048 bytes"):
         list(formats.iter_image_archive(str(path), 32, max_member_bytes=1024))
+
+
+def test_cifar_member_counts_and_sizes_are_bounded_before_reading(tmp_path, rng):
+    path = tmp_path / "c.tar.gz"
+    train, test = _cifar(rng)
+    extra = [(f"cifar-10-batches-bin/x{i}", b"") for i in range(formats._CIFAR_MAX_MEMBERS)]
+    data_fixtures.write_cifar_tarball(path, train, test, extra_members=extra)
+    with pytest.raises(
+        formats.FormatError, match=f"more than {formats._CIFAR_MAX_MEMBERS} archive"
+    ):
+        formats.read_cifar10_tarball(str(path))
+    records = formats._CIFAR_MAX_RECORDS_PER_FILE + 1
+    big = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+    big.size = records * 3073  # declared only: the header is refused before any read
+    path.write_bytes(gzip.compress(big.tobuf() + bytes(1024)))
+    with pytest.raises(formats.FormatError, match=f"{records * 3073} bytes, more than its"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_cifar_label_names_that_are_not_utf8_are_one_line(tmp_path, rng):
+    path = tmp_path / "c.tar.gz"
+    data_fixtures.write_cifar_tarball(path, *_cifar(rng))
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    names = "cifar-10-batches-bin/batches.meta.txt"
+    bad = tarfile.TarInfo(names)
+    bad.size = 2
+    _tar_with(path, [(bad, b"\xff\xfe") if m.name == names else (m, d) for m, d in members])
+    with pytest.raises(formats.FormatError, match="is not UTF-8 text"):
+        formats.read_cifar10_tarball(str(path))
+
+
+def test_a_streamed_image_archive_keeps_no_member_list(tmp_path, rng, monkeypatch):
+    path = tmp_path / "valid_32x32.tar"
+    data_fixtures.write_imagenet_tar(path, "v", rng.integers(0, 256, (5, 32, 32, 3), np.uint8))
+    seen = []
+    real_open = tarfile.open
+
+    def spy(*args, **kwargs):
+        tar = real_open(*args, **kwargs)
+        seen.append(tar)
+        return tar
+
+    monkeypatch.setattr(tarfile, "open", spy)
+    assert len(list(formats.iter_image_archive(str(path), 32))) == 5
+    assert len(seen[0].members) <= 1
+
+
+# Property tests: damaged real files give a right result or a FormatError, never another
+# exception, and an IDX file never costs more memory than its bytes (bounded examples).
+_PROPERTY = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _idx_bytes(array):
+    array = np.asarray(array, np.uint8)
+    return (
+        bytes([0, 0, 8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_idx_file_is_read_right_or_refused_within_its_bytes(tmp_path, data):
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    content = data.draw(mutations.mutated(_idx_bytes(images)), label="content")
+    packed = gzip.compress(content, mtime=0)
+    if data.draw(st.booleans(), label="damage the gzip"):
+        packed = data.draw(mutations.mutated(packed), label="gzip")
+    path = tmp_path / "i.gz"
+    path.write_bytes(packed)
+    tracemalloc.start()
+    try:
+        out = formats.read_idx(str(path), (28, 28))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:  # whatever it returns is what the file holds
+        assert out.shape[1:] == (28, 28) and out.tobytes() == gzip.decompress(packed)[16:]
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 3 * len(content) + (4 << 20)
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_amat_file_is_read_right_or_refused(tmp_path, data):
+    path = tmp_path / "x.amat"
+    data_fixtures.write_amat(path, np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)))
+    path.write_bytes(data.draw(mutations.mutated(path.read_bytes()), label="amat"))
+    try:
+        out = formats.read_amat(str(path))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:
+        assert out.shape[1:] == (28, 28, 1) and set(np.unique(out)) <= {0, 1}
+
+
+@pytest.fixture(scope="module")
+def cifar_tar():
+    """The uncompressed bytes of a small CIFAR-10-style tarball."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        images, labels = _cifar(rng, 2, 1)[0]
+        for name in (*formats.CIFAR10_TRAIN_FILES, *formats.CIFAR10_TEST_FILES):
+            body = data_fixtures.cifar_records(images[:1], labels[:1])
+            info = tarfile.TarInfo(formats.CIFAR10_PREFIX + name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        names = ("\n".join(data_fixtures.CIFAR_NAMES) + "\n").encode()
+        info = tarfile.TarInfo(formats.CIFAR10_PREFIX + formats.CIFAR10_LABELS_FILE)
+        info.size = len(names)
+        tar.addfile(info, io.BytesIO(names))
+    return buffer.getvalue()
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_cifar_tarball_is_read_right_or_refused(tmp_path, cifar_tar, data):
+    path = tmp_path / "c.tar.gz"
+    path.write_bytes(gzip.compress(data.draw(mutations.mutated(cifar_tar), label="tar"), mtime=0))
+    try:
+        out = formats.read_cifar10_tarball(str(path))
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+    else:
+        for split in ("train", "test"):
+            images, labels = out[split]
+            assert images.shape[1:] == (32, 32, 3) and len(images) == len(labels)
+            assert labels.max(initial=0) < 10
+        assert len(out["label_names"]) == 10
+
+
+@_PROPERTY
+@given(data=st.data())
+def test_any_damaged_image_archive_streams_right_or_is_refused(tmp_path, data):
+    path = tmp_path / "valid_32x32.tar"
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    data_fixtures.write_imagenet_tar(path, "v", images)
+    path.write_bytes(data.draw(mutations.mutated(path.read_bytes()), label="tar"))
+    try:
+        for _, encoded in formats.iter_image_archive(str(path), 32):
+            assert isinstance(encoded, bytes)
+    except formats.FormatError as error:
+        assert "\n" not in str(error)
+
+
+def test_a_nul_in_a_pax_member_name_is_an_unsafe_member(tmp_path):
+    # tarfile.data_filter raises ValueError ("embedded null byte"), not a FilterError.
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/x")
+        info.pax_headers = {"path": "cifar-10-batches-bin/a\0b"}
+        tar.addfile(info, io.BytesIO(b""))
+    path = tmp_path / "c.tar.gz"
+    path.write_bytes(gzip.compress(buffer.getvalue()))
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        formats.read_cifar10_tarball(str(path))
+    plain = tmp_path / "t.tar"
+    plain.write_bytes(buffer.getvalue())
+    with pytest.raises(formats.FormatError, match="unsafe archive member"):
+        list(formats.iter_image_archive(str(plain), 32))
+
+
+FUZZ_CRASHES = pathlib.Path(__file__).resolve().parent / "fixtures" / "fuzz"
+
+
+def test_fuzzer_found_archive_with_a_truncated_png_header_is_one_line():
+    # Found by `python -m experiments.fuzz --target=archive` (2026-12-07): Pillow's
+    # Image.open raised ValueError("Truncated IHDR chunk") through iter_image_archive.
+    path = FUZZ_CRASHES / "archive-truncated-ihdr.tar"
+    with pytest.raises(formats.FormatError, match="is not an image .*Truncated IHDR chunk"):
+        list(formats.iter_image_archive(str(path), 32))

@@ -180,19 +180,21 @@ def _timed_round_trip(model, variables, fingerprint, images, labels=None):
     """(files, compile s, encode s, decode s, exact, CPU s of this process encoding and
     decoding) of compress + decompress of `images` (wall seconds unless said)."""
     first = None if labels is None else labels[:1]
+    shape = images.shape[1:]
     start = time.perf_counter()  # compiles the walk (one program encodes and decodes)
     coding.decompress(
         model,
         variables,
         fingerprint,
-        coding.compress(model, variables, fingerprint, images[:1], first),
+        coding.compress(model, variables, fingerprint, images[:1], first, image_shape=shape),
+        image_shape=shape,
     )
     compile_s = time.perf_counter() - start
     start, cpu = time.perf_counter(), time.process_time()
-    compressed = coding.compress(model, variables, fingerprint, images, labels)
+    compressed = coding.compress(model, variables, fingerprint, images, labels, image_shape=shape)
     encode_s, encode_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     start, cpu = time.perf_counter(), time.process_time()
-    decoded = coding.decompress(model, variables, fingerprint, compressed)
+    decoded = coding.decompress(model, variables, fingerprint, compressed, image_shape=shape)
     decode_s, decode_cpu_s = time.perf_counter() - start, time.process_time() - cpu
     exact = all(
         result.error is None and np.array_equal(result.image, image)

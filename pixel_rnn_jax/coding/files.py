@@ -12,6 +12,8 @@ import glob
 import json
 import math
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,11 +31,82 @@ LABELS_FILE = "labels.json"  # written by `decompress_to_directory` for class-co
 _PNG_MODES = {1: ("L", "1"), 3: ("RGB",)}
 
 
-def read_pngs(pattern: str, image_shape: Sequence[int], num_levels: int):
-    """The PNG files matching `pattern`, as the model's integer images.
+# What a decoder can raise on a damaged file whose header passed: Pillow reports broken
+# chunks as SyntaxError and struct.error, and lets zlib.error and ValueError through.
+_PNG_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
-    Binary models (2 levels) take black-and-white PNGs (values 0 and 255, or 1-bit);
-    256-level models any 8-bit PNG of their channels (greyscale 'L' or 'RGB').
+
+def read_png(path: str, image_shape: Sequence[int], num_levels: int) -> np.ndarray:
+    """One PNG file as the model's integer image; nothing is decoded before its size passes.
+
+    The header alone is parsed first (`Image.open` reads it without decoding): a file that
+    is not a PNG, or whose size or colour mode is not the model's (`codec.shape_mismatch`,
+    the rule of `compress` and `decompress`), is refused before any pixel is allocated, so
+    the memory taken is the model's image size whatever the file declares. Binary models
+    (2 levels) take black-and-white PNGs (values 0 and 255, or 1-bit); 256-level models
+    any 8-bit PNG of their channels (greyscale 'L' or 'RGB').
+
+    Args:
+      path: the file.
+      image_shape: the model's `(height, width, channels)`.
+      num_levels: 2 or 256.
+
+    Returns:
+      int32 `[height, width, channels]`.
+
+    Raises:
+      ImageFileError: one line naming the file and what the model takes.
+    """
+    height, width, channels = image_shape
+    expected = f"{height}x{width} {'greyscale' if channels == 1 else 'RGB'} PNGs"
+    if num_levels not in (2, 256):
+        raise errors.ImageFileError(f"PNG input needs a 2- or 256-level model, not {num_levels}.")
+    modes = _PNG_MODES.get(channels, ())
+    try:
+        with Image.open(path, formats=["PNG"]) as image:
+            mode, (found_width, found_height) = image.mode, image.size
+            if mode not in modes:
+                raise errors.ImageFileError(
+                    f"{path} is a {mode!r} image; the model takes {expected} (mode "
+                    f"{' or '.join(map(repr, modes))}): convert it first."
+                )
+            mismatch = codec.shape_mismatch(image_shape, (found_height, found_width, channels))
+            if mismatch:
+                raise errors.ImageFileError(f"{path} is {mismatch} ({expected}): resize it first.")
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    except errors.ImageFileError:
+        raise
+    except (*_PNG_DECODE_ERRORS, Image.DecompressionBombError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise errors.ImageFileError(f"{path}: not a readable PNG image ({reason}).") from None
+    if pixels.shape[:2] != (height, width):  # the decoder's output, not the header's claim
+        raise errors.ImageFileError(f"{path}: decoded to {pixels.shape}, not {expected}.")
+    pixels = pixels.reshape(height, width, channels).astype(np.int32)
+    if num_levels == 2:
+        if not np.isin(pixels, (0, 255)).all():
+            raise errors.ImageFileError(
+                f"{path} has grey levels; the model is binary: give black-and-white PNGs "
+                "(values 0 and 255 only), e.g. thresholded."
+            )
+        pixels = pixels // 255
+    return pixels
+
+
+def read_png_files(paths: Sequence[str], image_shape: Sequence[int], num_levels: int):
+    """`read_png` of each path: int32 `[len(paths), height, width, channels]`.
+
+    Raises:
+      ImageFileError: at the first file that does not fit (its message names it).
+    """
+    height, width, channels = image_shape
+    images = np.zeros((len(paths), height, width, channels), np.int32)
+    for index, path in enumerate(paths):
+        images[index] = read_png(path, image_shape, num_levels)
+    return images
+
+
+def read_pngs(pattern: str, image_shape: Sequence[int], num_levels: int):
+    """The PNG files matching `pattern`, as the model's integer images (`read_png` each).
 
     Args:
       pattern: a glob pattern (or one path).
@@ -51,41 +124,8 @@ def read_pngs(pattern: str, image_shape: Sequence[int], num_levels: int):
     paths = [path for path in paths if os.path.isfile(path)]
     if not paths:
         raise errors.ImageFileError(f"No PNG file matches --images={pattern!r}.")
-    height, width, channels = image_shape
-    expected = f"{height}x{width} {'greyscale' if channels == 1 else 'RGB'} PNGs"
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                mode, size = image.mode, image.size
-                if mode in _PNG_MODES.get(channels, ()):
-                    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-        except OSError as error:
-            raise errors.ImageFileError(f"{path}: not a readable image ({error}).") from None
-        if mode not in _PNG_MODES.get(channels, ()):
-            raise errors.ImageFileError(
-                f"{path} is a {mode!r} image; the model takes {expected} (mode "
-                f"{' or '.join(map(repr, _PNG_MODES.get(channels, ())))}): convert it first."
-            )
-        if size != (width, height):
-            raise errors.ImageFileError(
-                f"{path} is {size[1]}x{size[0]}; the model takes {expected}: resize it first."
-            )
-        pixels = pixels.reshape(height, width, channels).astype(np.int32)
-        if num_levels == 2:
-            if not np.isin(pixels, (0, 255)).all():
-                raise errors.ImageFileError(
-                    f"{path} has grey levels; the model is binary: give black-and-white PNGs "
-                    "(values 0 and 255 only), e.g. thresholded."
-                )
-            pixels = pixels // 255
-        elif num_levels != 256:
-            raise errors.ImageFileError(
-                f"PNG input needs a 2- or 256-level model, not {num_levels}."
-            )
-        images.append(pixels)
     stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
-    return np.stack(images), stems
+    return read_png_files(paths, image_shape, num_levels), stems
 
 
 def write_png(path: str, image: np.ndarray, num_levels: int, overwrite: bool = False) -> None:
@@ -132,6 +172,7 @@ def compress_to_directory(
     names: Sequence[str],
     output: str,
     *,
+    image_shape: Sequence[int],
     labels=None,
     overwrite: bool = False,
     info: dict[str, Any] | None = None,
@@ -143,6 +184,7 @@ def compress_to_directory(
       images: integer `[n, height, width, channels]`.
       names: n distinct file stems.
       output: directory (created if missing).
+      image_shape: the model's `(height, width, channels)`; images of another are refused.
       labels: integer `[n]` for a class-conditional model.
       overwrite: replace existing files of the same names.
       info: extra fields for the report (config, workdir, checkpoint).
@@ -155,7 +197,7 @@ def compress_to_directory(
     targets = [name + EXTENSION for name in names]
     os.makedirs(output, exist_ok=True)
     _check_free(output, [*targets, REPORT_FILE], overwrite)
-    files = codec.compress(model, variables, fingerprint, images, labels)
+    files = codec.compress(model, variables, fingerprint, images, labels, image_shape=image_shape)
     nll = nll_bits(model, variables, images, labels)
     for target, data in zip(targets, files, strict=True):
         with open(os.path.join(output, target), "wb" if overwrite else "xb") as f:
@@ -199,12 +241,34 @@ def input_files(path: str) -> list[str]:
     return [path]
 
 
+def read_prnn(path: str, image_shape: Sequence[int]) -> bytes:
+    """A .prnn file's bytes, reading no more than `codec.max_file_bytes(image_shape)` + 1.
+
+    A longer file is returned cut at that length, which `codec.decompress` refuses by its
+    length: a huge file costs neither memory nor time.
+
+    Raises:
+      OSError: the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        return f.read(codec.max_file_bytes(image_shape) + 1)
+
+
 def decompress_to_directory(
-    model, variables, fingerprint: bytes, inputs: Sequence[str], output: str, overwrite=False
+    model,
+    variables,
+    fingerprint: bytes,
+    inputs: Sequence[str],
+    output: str,
+    overwrite=False,
+    *,
+    image_shape: Sequence[int],
 ) -> list[str]:
     """Writes `output/<stem>.png` for every input file that decodes exactly.
 
     A class-conditional model's labels go to `output/labels.json` ({png name: label}).
+    `image_shape` is the model's `(height, width, channels)`: a file of another is refused
+    from its header, before anything is decoded.
 
     Returns:
       The PNG paths written.
@@ -223,12 +287,11 @@ def decompress_to_directory(
     contents, failed = [], {}
     for path in inputs:
         try:
-            with open(path, "rb") as f:
-                contents.append(f.read())
+            contents.append(read_prnn(path, image_shape))
         except OSError as error:
             contents.append(b"")
             failed[path] = f"unreadable ({error.strerror})"
-    results = codec.decompress(model, variables, fingerprint, contents)
+    results = codec.decompress(model, variables, fingerprint, contents, image_shape=image_shape)
     written, labels = [], {}
     for path, target, result in zip(inputs, targets, results, strict=True):
         if path in failed:

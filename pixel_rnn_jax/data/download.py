@@ -8,7 +8,10 @@ ones TFDS's builders would have downloaded.
 Downloads are resumable: bytes go to `<name>.part` and an interrupted transfer
 is continued with an HTTP `Range` request (by the next retry or the next run);
 only a complete file is renamed to `<name>`, so a file without `.part` is
-always whole. Every failure raises a `PrepareError` whose message is one line.
+always whole. A transfer that announces or delivers more bytes than the file
+can have (`size_limit`) is stopped there and its part removed: the disk never
+takes more than the expected size. Every failure raises a `PrepareError` whose
+message is one line.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class DownloadError(PrepareError):
 
 class ChecksumError(PrepareError):
     """A file's size or SHA-256 differs from the known one."""
+
+
+class TooLargeError(DownloadError):
+    """A download is longer than the file it should be (stopped, not retried)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +215,26 @@ def verify_file(path: str, expected: FileChecksum, content: ContentDigest | None
     logging.info("%s: a re-compressed copy of %s, accepted by its content digest.", path, what)
 
 
+def size_limit(expected: FileChecksum, content: ContentDigest | None, verify: bool) -> int:
+    """The most bytes a download of `expected` may take before it is stopped.
+
+    Args:
+        expected: The official file's identity.
+        content: Its decompressed content's, where a re-compressed copy is accepted.
+        verify: Whether the file will be verified; without verification a copy may
+            differ, so twice the bound (plus 1 MiB) is allowed.
+
+    Returns:
+        The official size, or where a re-compressed copy is accepted the larger of it and
+        the largest gzip of the content (stored blocks: 5 bytes per 64 KiB block, plus a
+        1 KiB header and trailer).
+    """
+    limit = expected.size
+    if content is not None:
+        limit = max(limit, content.size + 5 * (content.size // 65535 + 1) + 1024)
+    return limit if verify else 2 * limit + _CHUNK_BYTES
+
+
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try one download.
@@ -232,12 +259,27 @@ def _content_range_start(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _too_large(url: str, part: str, size: int, limit: int) -> TooLargeError:
+    if os.path.exists(part):
+        os.remove(part)  # its bytes are not the expected file's: a rerun must not resume them
+    return TooLargeError(
+        f"Could not download {url}: it is {size} bytes or more, the file it should be has at "
+        f"most {limit}; stopped (a wrong --source or mirror?)."
+    )
+
+
 def _attempt(
-    url: str, part: str, timeout: float, progress: Callable[[int, int | None], tqdm.tqdm]
+    url: str,
+    part: str,
+    timeout: float,
+    progress: Callable[[int, int | None], tqdm.tqdm],
+    max_bytes: int | None = None,
 ) -> None:
-    """Streams `url` into `part`, continuing from its current size.
+    """Streams `url` into `part`, continuing from its current size, stopping past `max_bytes`.
 
     Raises:
+        TooLargeError: The server announced, or sent, more than `max_bytes`; `part` is
+            removed.
         requests.RequestException / urllib3.exceptions.HTTPError / OSError: On
             any transfer problem; `part` then holds every byte received so far.
         _IncompleteError: If the server closed the connection early.
@@ -263,12 +305,17 @@ def _attempt(
         ):
             offset = 0  # The server ignored the range: start again from byte 0.
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
+        total = offset + int(length) if length is not None and length.isdigit() else None
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise _too_large(url, part, total, max_bytes)
         received = offset
         with open(part, "ab" if offset else "wb") as handle, progress(offset, total) as bar:
             # read1 returns whatever has arrived, so a dropped connection loses
             # nothing already received (iter_content would drop a partial chunk).
             while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=False):
+                if max_bytes is not None and received + len(chunk) > max_bytes:
+                    handle.close()
+                    raise _too_large(url, part, received + len(chunk), max_bytes)
                 handle.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -290,7 +337,9 @@ def _progress_bar(name: str) -> Callable[[int, int | None], tqdm.tqdm]:
     return make
 
 
-def fetch(url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
+def fetch(
+    url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY, max_bytes: int | None = None
+) -> str:
     """Downloads `url` to `dest` unless `dest` already exists.
 
     Bytes go to `dest + '.part'`; a failed attempt keeps them, and the next
@@ -302,6 +351,8 @@ def fetch(url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
         url: `http(s)://` URL.
         dest: Final path; its directory is created.
         policy: Timeout and retries.
+        max_bytes: The most bytes the file can have (`size_limit`); a transfer
+            past it is stopped at once (no retry) and its part removed.
 
     Returns:
         `dest`.
@@ -309,6 +360,7 @@ def fetch(url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
     Raises:
         DownloadError: After the last failed attempt, one line naming the URL
             and the error.
+        TooLargeError: The file is longer than `max_bytes`.
     """
     if os.path.exists(dest):
         return dest
@@ -317,7 +369,7 @@ def fetch(url: str, dest: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
     progress = _progress_bar(os.path.basename(dest))
     for attempt in range(policy.retries + 1):
         try:
-            _attempt(url, part, policy.timeout, progress)
+            _attempt(url, part, policy.timeout, progress, max_bytes)
         # urllib3 errors come from reading `response.raw` directly (not wrapped by requests).
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
             if attempt == policy.retries:
@@ -344,6 +396,7 @@ def locate_files(
     source: str,
     download_dir: str,
     policy: RetryPolicy = DEFAULT_POLICY,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Returns local paths of the named files, downloading them if `source` is a URL.
 
@@ -353,6 +406,7 @@ def locate_files(
             `<prefix>/<filename>`), or a local directory holding the files.
         download_dir: Where downloads are kept (reused by later runs).
         policy: Timeout and retries of each download.
+        limits: `{filename: most bytes}` (`size_limit`): a download is stopped past it.
 
     Returns:
         `{filename: local path}`.
@@ -365,7 +419,8 @@ def locate_files(
     for filename, official_url in filenames.items():
         if source == "official" or is_url(source):
             url = official_url if source == "official" else f"{source.rstrip('/')}/{filename}"
-            paths[filename] = fetch(url, os.path.join(download_dir, filename), policy)
+            limit = (limits or {}).get(filename)
+            paths[filename] = fetch(url, os.path.join(download_dir, filename), policy, limit)
         else:
             path = os.path.join(os.path.expanduser(source), filename)
             if not os.path.isfile(path):

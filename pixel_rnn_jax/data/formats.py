@@ -22,6 +22,7 @@ import io
 import os
 import struct
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,8 +35,13 @@ _AMAT_VALUES = MNIST_SIDE * MNIST_SIDE
 
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the rank.
 _IDX_UBYTE = 0x08
-# MNIST has 60,000 training images; the bound only stops absurd headers.
-_IDX_MAX_ITEMS = 10_000_000
+# MNIST has 60,000 training images; the bound only stops absurd headers. The data is read
+# in chunks, so memory follows the bytes present, at most this many items' worth.
+_IDX_MAX_ITEMS = 1_000_000
+_CHUNK_BYTES = 1 << 20
+# The official .amat files are 78 MB (train) and 16 MB; a larger file is refused unread
+# (the reader takes a few bytes of memory per byte of file).
+_AMAT_MAX_BYTES = 1 << 28
 
 CIFAR10_PREFIX = "cifar-10-batches-bin/"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -43,15 +49,30 @@ CIFAR10_TEST_FILES = ("test_batch.bin",)
 CIFAR10_LABELS_FILE = "batches.meta.txt"
 _CIFAR_SIDE = 32
 _CIFAR_RECORD = 1 + 3 * _CIFAR_SIDE * _CIFAR_SIDE
-# The real batch files hold 10,000 records each.
-_CIFAR_MAX_RECORDS_PER_FILE = 100_000
+# The real batch files hold 10,000 records each: a larger member is refused unread.
+_CIFAR_MAX_RECORDS_PER_FILE = 10_000
 _MAX_LABELS_FILE_BYTES = 1 << 16
+# The real tarball has 8 members; each listed member costs memory (tarfile keeps them).
+_CIFAR_MAX_MEMBERS = 64
 
 
 _AMAT_BYTE_KIND = np.zeros(256, np.uint8)
 _AMAT_BYTE_KIND[[ord("0"), ord("1")]] = 1
 _AMAT_BYTE_KIND[[ord(" "), ord("\t"), ord("\r")]] = 2
 _AMAT_BYTE_KIND[ord("\n")] = 3
+
+
+# What Pillow's `Image.open` raises on a damaged header besides OSError: found by
+# `python -m experiments.fuzz --target=archive` (a truncated IHDR chunk is a ValueError).
+_IMAGE_HEADER_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 
 
 class FormatError(PrepareError):
@@ -73,10 +94,16 @@ def read_amat(path: str) -> np.ndarray:
         uint8 `[num_lines, 28, 28, 1]` in {0, 1}; blank lines are skipped.
 
     Raises:
-        FormatError: For any other byte, a token longer than one digit, or a
-            line without exactly 784 values.
+        FormatError: For any other byte, a token longer than one digit, a
+            line without exactly 784 values, or a file over `_AMAT_MAX_BYTES`.
     """
-    raw = np.fromfile(path, dtype=np.uint8)
+    size = os.path.getsize(path)
+    if size > _AMAT_MAX_BYTES:
+        raise FormatError(
+            f"{path}: {size} bytes, more than the {_AMAT_MAX_BYTES} a binarized MNIST .amat "
+            "file can be (the official training file is 78 MB)."
+        )
+    raw = np.fromfile(path, dtype=np.uint8, count=_AMAT_MAX_BYTES)
     kind = _AMAT_BYTE_KIND[raw]  # [num_bytes]: 0 invalid, 1 digit, 2 blank, 3 newline.
     if (kind == 0).any():
         offset = int(np.argmax(kind == 0))
@@ -105,10 +132,13 @@ def read_amat(path: str) -> np.ndarray:
 
 
 def _read_exactly(handle: io.BufferedIOBase, size: int, path: str, what: str) -> bytes:
-    data = handle.read(size)
+    """`size` bytes, read in chunks: memory follows the bytes present, not the claim."""
+    data = bytearray()
+    while len(data) < size and (chunk := handle.read(min(_CHUNK_BYTES, size - len(data)))):
+        data += chunk
     if len(data) != size:
         raise FormatError(f"{path}: truncated {what}: {len(data)} of {size} bytes.")
-    return data
+    return bytes(data)
 
 
 def read_idx(path: str, item_shape: tuple[int, ...], max_items: int | None = None) -> np.ndarray:
@@ -116,7 +146,9 @@ def read_idx(path: str, item_shape: tuple[int, ...], max_items: int | None = Non
 
     Header: bytes `0, 0, 0x08, rank`, then `rank` big-endian uint32 sizes.
     The sizes are checked against `item_shape` and a bound before anything is
-    allocated, and the data must end exactly where the header says.
+    allocated, the data is read in 1 MiB chunks (a header that claims more than
+    the file holds costs only what it holds), and the data must end exactly
+    where the header says.
 
     Args:
         path: A `*-idx?-ubyte.gz` file.
@@ -152,19 +184,31 @@ def read_idx(path: str, item_shape: tuple[int, ...], max_items: int | None = Non
             data = _read_exactly(handle, count, path, "IDX data")
             if handle.read(1):
                 raise FormatError(f"{path}: bytes after the {count} the IDX header declares.")
-    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError.
+    # gzip.BadGzipFile is an OSError; a damaged deflate stream raises zlib.error.
+    except (OSError, EOFError, zlib.error) as error:
         raise FormatError(f"{path}: not a readable gzip file ({error}).") from error
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
-def _safe_members(tar: tarfile.TarFile, path: str) -> Iterator[tarfile.TarInfo]:
-    """Yields the archive's regular files that pass the standard `'data'` filter."""
-    for member in tar:
+def _safe_members(
+    tar: tarfile.TarFile, path: str, max_members: int | None = None
+) -> Iterator[tarfile.TarInfo]:
+    """Yields the archive's regular files that pass the standard `'data'` filter.
+
+    With `max_members`, an archive listing more members is refused; without it the
+    member list tarfile keeps is emptied as it goes (a streamed archive of millions of
+    members then costs one member's memory).
+    """
+    for count, member in enumerate(tar, 1):
+        if max_members is not None and count > max_members:
+            raise FormatError(f"{path}: more than {max_members} archive members.")
+        if max_members is None:
+            tar.members.clear()  # tarfile.__iter__ then reads the next header from the stream.
         try:
             # The filter that `extractall(filter='data')` applies; the
             # destination only anchors the path checks.
             member = tarfile.data_filter(member, "/nonexistent-extraction-root")
-        except tarfile.FilterError as error:
+        except (tarfile.FilterError, ValueError) as error:  # ValueError: a NUL in the name
             raise FormatError(f"{path}: unsafe archive member {member.name!r} ({error}).") from None
         if member.isfile():
             yield member
@@ -204,7 +248,7 @@ def read_cifar10_tarball(path: str) -> dict:
     contents = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for member in _safe_members(tar, path):
+            for member in _safe_members(tar, path, _CIFAR_MAX_MEMBERS):
                 if member.name not in wanted:
                     continue
                 limit = (
@@ -213,9 +257,14 @@ def read_cifar10_tarball(path: str) -> dict:
                     else _CIFAR_MAX_RECORDS_PER_FILE * _CIFAR_RECORD
                 )
                 if member.size > limit:
-                    raise FormatError(f"{path}: member {member.name} is {member.size} bytes.")
-                contents[member.name] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as error:
+                    raise FormatError(
+                        f"{path}: member {member.name} is {member.size} bytes, more than "
+                        f"its {limit} (CIFAR-10's batches hold 10,000 records)."
+                    )
+                contents[member.name] = _read_exactly(
+                    tar.extractfile(member), member.size, path, f"member {member.name}"
+                )
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise FormatError(f"{path}: not a readable .tar.gz ({error}).") from error
     missing = sorted(wanted - set(contents))
     if missing:
@@ -227,7 +276,10 @@ def read_cifar10_tarball(path: str) -> dict:
             np.concatenate([images for images, _ in parts]),
             np.concatenate([labels for _, labels in parts]),
         )
-    text = contents[CIFAR10_PREFIX + CIFAR10_LABELS_FILE].decode("utf-8", errors="strict")
+    try:
+        text = contents[CIFAR10_PREFIX + CIFAR10_LABELS_FILE].decode("utf-8", errors="strict")
+    except UnicodeDecodeError as error:
+        raise FormatError(f"{path}: {CIFAR10_LABELS_FILE} is not UTF-8 text ({error}).") from None
     names = [name for name in text.split("\n") if name]  # As TFDS's cifar builder reads it.
     if len(names) != 10:
         raise FormatError(f"{path}: {CIFAR10_LABELS_FILE} has {len(names)} names, expected 10.")
@@ -266,8 +318,10 @@ def iter_image_archive(
                 try:
                     with Image.open(io.BytesIO(encoded)) as image:
                         size, mode, kind = image.size, image.mode, image.format
-                except (OSError, Image.DecompressionBombError) as error:
-                    raise FormatError(f"{path}: member {member.name} is not an image.") from error
+                except _IMAGE_HEADER_ERRORS as error:
+                    raise FormatError(
+                        f"{path}: member {member.name} is not an image ({error})."
+                    ) from None
                 if size != (side, side) or mode != "RGB" or kind not in ("PNG", "JPEG"):
                     raise FormatError(
                         f"{path}: member {member.name} is a {kind} {mode} image of size "
@@ -275,5 +329,5 @@ def iter_image_archive(
                     )
                 # TFDS keys examples by the normalised member path.
                 yield os.path.normpath(member.name), encoded
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise FormatError(f"{path}: not a readable .tar ({error}).") from error

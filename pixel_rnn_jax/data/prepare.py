@@ -346,7 +346,11 @@ def _gather_files(
     download_dir = os.path.join(data_dir, "downloads", recipe.checksums_of)
     urls = {f: checksums[f].url for f in recipe.files}
     try:
-        paths = download.locate_files(urls, source, download_dir, policy)
+        limits = {
+            f: download.size_limit(checksums[f], recipe.content_digests.get(f), verify)
+            for f in recipe.files
+        }
+        paths = download.locate_files(urls, source, download_dir, policy, limits)
     except download.DownloadError as error:
         if source != OFFICIAL and not download.is_url(source):
             raise
