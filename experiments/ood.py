@@ -14,8 +14,10 @@ folder of PNGs of the model's size). Every score is computed on every set: raw b
 likelihood ratio to `--background_*` (Ren et al. 2019), this project's ratio to
 `--local_*`, input complexity under each classical lossless codec of the compression
 benchmark (Serra et al. 2020), and typicality for batches of 1 and 5 (Nalisnick et al.
-2019b). Anything fitted (the typicality threshold and training mean) comes from the
-validation split and the training split, never from an out-of-distribution image.
+2019b), and this project's combination: the sum of every corrected score (the ratios and the
+complexities), each standardised on the validation images. Anything fitted (the typicality
+threshold and training mean, the standardisation) comes from the validation split and the
+training split, never from an out-of-distribution image.
 
 Writes OUTPUT/report.md and report.json (AUROC with a bootstrap interval, AUPRC, FPR at 95%
 and 80% TPR, with the published numbers beside them) and pictures: ROC curves and score
@@ -111,7 +113,7 @@ def main(argv):
         role: ood_inputs.ModelBits(model, inputs.workdirs[role], cache)
         for role, model in inputs.models.items()
     }
-    images = {"test": inputs.test_images, **inputs.out_images}
+    images = {"test": inputs.test_images, "fit": inputs.fit_images, **inputs.out_images}
     per_pixel = {
         name: {role: model_bits(name, pictures) for role, model_bits in bits.items()}
         for name, pictures in images.items()
@@ -122,7 +124,6 @@ def main(argv):
             name: ood_inputs.codec_bits(x, levels, inputs.codecs, cache)
             for name, x in images.items()
         },
-        fit_raw=ood.raw_score(bits["main"]("fit", inputs.fit_images)),
         train_raw=ood.raw_score(bits["main"]("train", inputs.train_images)),
         bootstrap=_BOOTSTRAP.value,
         seed=_SEED.value,

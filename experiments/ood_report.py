@@ -21,7 +21,10 @@ SCORE_TITLES = {
     "local_ratio": "ratio to the local model (ours)",
     "typicality_1": "typicality, n=1",
     "typicality_5": "typicality, n=5",
+    "combined": "combined: z-sum of the corrected scores (ours)",
 }
+# Sets of images that are not out-of-distribution sets.
+IN_DISTRIBUTION = ("test", "fit")
 
 
 def _title(score: str) -> str:
@@ -51,7 +54,6 @@ def build(
     per_pixel,
     codec_bits,
     *,
-    fit_raw,
     train_raw,
     bootstrap: int,
     seed: int,
@@ -64,10 +66,10 @@ def build(
 
     Args:
       per_pixel: {set: {role: `[n, H, W, C]` bits}} with set 'test' the in-distribution
-        images and roles 'main' (+ 'background', 'local').
-      codec_bits: {set: {codec: `[n]` bits}}.
-      fit_raw, train_raw: raw scores of the held-out fit images and of training images
-        (the typicality threshold and mean).
+        images, 'fit' the held-out in-distribution images scores are fitted on, and roles
+        'main' (+ 'background', 'local').
+      codec_bits: {set: {codec: `[n]` bits}}, the same sets.
+      train_raw: raw scores of training images (the typicality mean).
       bootstrap: AUROC interval resamples (0: none).
       seed: bootstrap seed.
       published: published Fashion-MNIST -> MNIST AUROC per score family.
@@ -75,21 +77,34 @@ def build(
       fit_split, eval_split: the splits used, for the report.
 
     Returns:
-      A JSON-serialisable dict: 'rows' (one per score and set), 'scores' (per-set arrays for
-      the pictures, not written to JSON), 'typicality', 'runs', 'sizes'.
+      A dict: 'rows' (one per score and set), 'scores' (per-set arrays for the pictures, not
+      written to JSON), 'typicality', 'runs', 'splits', 'sizes', 'mean_raw'.
     """
-    in_scores = image_scores(per_pixel["test"], codec_bits["test"])
-    tests = {n: ood.Typicality.fit(train_raw, fit_raw, n, seed=seed) for n in TYPICALITY_BATCHES}
-    for n, test in tests.items():
-        in_scores[f"typicality_{n}"] = test.batch_scores(in_scores["raw"])
+    fit_scores = image_scores(per_pixel["fit"], codec_bits["fit"])
+    # Every corrected score enters the combination; one that is constant on the fit images
+    # (a reference model identical to the main one) carries no evidence and cannot be scaled.
+    corrected = [name for name in fit_scores if name != "raw" and np.std(fit_scores[name]) > 0]
+    tests = {
+        n: ood.Typicality.fit(train_raw, fit_scores["raw"], n, seed=seed)
+        for n in TYPICALITY_BATCHES
+    }
+
+    def all_scores(name):
+        scores = image_scores(per_pixel[name], codec_bits[name])
+        if corrected:
+            scores["combined"] = ood.combined_score(
+                {key: scores[key] for key in corrected}, {key: fit_scores[key] for key in corrected}
+            )
+        for n, test in tests.items():
+            scores[f"typicality_{n}"] = test.batch_scores(scores["raw"])
+        return scores
+
+    in_scores = all_scores("test")
     rows, scores = [], {"test": in_scores}
     for name in per_pixel:
-        if name == "test":
+        if name in IN_DISTRIBUTION:
             continue
-        out_scores = image_scores(per_pixel[name], codec_bits[name])
-        for n, test in tests.items():
-            out_scores[f"typicality_{n}"] = test.batch_scores(out_scores["raw"])
-        scores[name] = out_scores
+        out_scores = scores[name] = all_scores(name)
         for score, values in out_scores.items():
             if not len(values):
                 continue
@@ -116,6 +131,7 @@ def build(
     return {
         "rows": rows,
         "scores": scores,
+        "combined_of": corrected,
         "typicality": {
             str(n): {"train_mean": t.train_mean, "threshold": t.threshold} for n, t in tests.items()
         },
@@ -239,7 +255,12 @@ def _draw_pixel_maps(per_pixel, images, output, num_levels, examples, plt) -> No
     roles = [role for role in ("main", "background", "local") if role in per_pixel["test"]]
     columns = ["image"] + [f"{role} bits" for role in roles]
     columns += [f"main - {role}" for role in roles if role != "main"]
-    picked = [(name, index) for name in per_pixel for index in range(examples)]
+    picked = [
+        (name, index)
+        for name in per_pixel
+        if name != "fit"
+        for index in range(min(examples, len(images[name])))
+    ]
     figure, axes = plt.subplots(
         len(picked), len(columns), figsize=(1.6 * len(columns), 1.6 * len(picked)), squeeze=False
     )

@@ -53,7 +53,7 @@ def test_report_tables_and_pictures_with_a_png_folder(run, tmp_path):
     report = json.loads((output / "report.json").read_text())
     scores = [
         "raw", "background_ratio", "local_ratio", "complexity:PNG", "complexity:JPEG-LS",
-        "typicality_1", "typicality_5",
+        "typicality_1", "typicality_5", "combined",
     ]  # fmt: skip
     for name in ("mnist", "inverted", f"png:{pngs}"):
         rows = {row["score"]: row for row in report["rows"] if row["set"] == name}

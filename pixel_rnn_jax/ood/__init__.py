@@ -10,6 +10,7 @@ second likelihood or a compressor's length:
     ratio = ood.likelihood_ratio_score(bits, background_bits)   # Ren et al. 2019
     local = ood.likelihood_ratio_score(bits, local_bits)        # this project's own score
     complexity = ood.input_complexity_score(bits, codec_bits)   # Serra et al. 2020
+    combined = ood.combined_score({...}, {...})              # z-sum, fitted on validation
     metrics = ood.detection_metrics(in_scores, out_scores)   # AUROC, AUPRC, FPR at 95/80% TPR
 
 Modules: `scores` (per-pixel bits and every score, typicality), `metrics` (AUROC and friends
@@ -19,6 +20,7 @@ from scikit-learn, bootstrap intervals), `sets` (the offline out-of-distribution
 from pixel_rnn_jax.ood.metrics import bootstrap_auroc, detection_metrics
 from pixel_rnn_jax.ood.scores import (
     Typicality,
+    combined_score,
     input_complexity_score,
     likelihood_ratio_score,
     pixel_bits,
@@ -30,6 +32,7 @@ __all__ = [
     "SET_DESCRIPTIONS",
     "Typicality",
     "bootstrap_auroc",
+    "combined_score",
     "detection_metrics",
     "input_complexity_score",
     "likelihood_ratio_score",

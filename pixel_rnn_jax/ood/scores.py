@@ -102,6 +102,28 @@ def input_complexity_score(bits: np.ndarray, codec_bits: np.ndarray) -> np.ndarr
     return raw_score(bits) - _per_dim(codec_bits, bits)
 
 
+def combined_score(scores: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> np.ndarray:
+    """The sum of every score standardised on held-out in-distribution images, `[n]`.
+
+    Each score is shifted and scaled by its mean and standard deviation on `reference`
+    (the validation images, never an outlier), so that scores in different units weigh
+    alike; a sum, not a maximum, so that weak evidence from several corrected scores adds up.
+
+    Args:
+      scores: {name: `[n]`} the images' scores.
+      reference: {name: `[m]`} the same scores of held-out in-distribution images.
+    """
+    if not scores or set(scores) != set(reference):
+        raise ValueError(f"Scores {sorted(scores)} and references {sorted(reference)} differ.")
+    total = 0.0
+    for name, values in scores.items():
+        mean, std = np.mean(reference[name]), np.std(reference[name])
+        if not std > 0:
+            raise ValueError(f"Score {name!r} is constant on the reference images.")
+        total = total + (np.asarray(values, np.float64) - mean) / std
+    return total
+
+
 @dataclasses.dataclass(frozen=True)
 class Typicality:
     """Nalisnick et al. (2019b)'s typicality test for batches of n images.
