@@ -119,7 +119,7 @@ def test_resolve_builds_the_sets(run, tmp_path):
         ("num beyond the test split", errors.ConfigError, r"test split, which has 1000"),
         ("num beyond a png folder", errors.ConfigError, r"'png:.*', which has 2"),
         ("empty png folder", errors.ImageFileError, r"is empty"),
-        ("not an image", errors.ImageFileError, r"notes.txt: not a readable image"),
+        ("not an image", errors.ImageFileError, r"notes.txt: not a readable PNG image"),
         ("png of another size", errors.ImageFileError, r"image0.png is 20x28"),
         ("png of another channel count", errors.ImageFileError, r"image0.png is a 'RGB' image"),
         ("no checkpoint", errors.NoCheckpointError, r"No checkpoint"),
