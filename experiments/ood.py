@@ -14,8 +14,8 @@ folder of PNGs of the model's size). Every score is computed on every set: raw b
 likelihood ratio to `--background_*` (Ren et al. 2019), this project's ratio to
 `--local_*`, input complexity under each classical lossless codec of the compression
 benchmark (Serra et al. 2020), and typicality for batches of 1 and 5 (Nalisnick et al.
-2019b), and this project's combination: the sum of every corrected score (the ratios and the
-complexities), each standardised on the validation images. Anything fitted (the typicality
+2019b), and this project's combination: a two-sided typicality test in score space, the sum
+of every score's |z|, each standardised on the validation images. Anything fitted (the typicality
 threshold and training mean, the standardisation) comes from the validation split and the
 training split, never from an out-of-distribution image.
 

@@ -21,7 +21,7 @@ SCORE_TITLES = {
     "local_ratio": "ratio to the local model (ours)",
     "typicality_1": "typicality, n=1",
     "typicality_5": "typicality, n=5",
-    "combined": "combined: z-sum of the corrected scores (ours)",
+    "combined": "combined: summed |z| of every score (ours)",
 }
 # Sets of images that are not out-of-distribution sets.
 IN_DISTRIBUTION = ("test", "fit")
@@ -81,9 +81,9 @@ def build(
       written to JSON), 'typicality', 'runs', 'splits', 'sizes', 'mean_raw'.
     """
     fit_scores = image_scores(per_pixel["fit"], codec_bits["fit"])
-    # Every corrected score enters the combination; one that is constant on the fit images
+    # Every per-image score enters the combination; one that is constant on the fit images
     # (a reference model identical to the main one) carries no evidence and cannot be scaled.
-    corrected = [name for name in fit_scores if name != "raw" and np.std(fit_scores[name]) > 0]
+    combined_of = [name for name in fit_scores if np.std(fit_scores[name]) > 0]
     tests = {
         n: ood.Typicality.fit(train_raw, fit_scores["raw"], n, seed=seed)
         for n in TYPICALITY_BATCHES
@@ -91,9 +91,10 @@ def build(
 
     def all_scores(name):
         scores = image_scores(per_pixel[name], codec_bits[name])
-        if corrected:
+        if len(combined_of) > 1:
             scores["combined"] = ood.combined_score(
-                {key: scores[key] for key in corrected}, {key: fit_scores[key] for key in corrected}
+                {key: scores[key] for key in combined_of},
+                {key: fit_scores[key] for key in combined_of},
             )
         for n, test in tests.items():
             scores[f"typicality_{n}"] = test.batch_scores(scores["raw"])
@@ -131,7 +132,7 @@ def build(
     return {
         "rows": rows,
         "scores": scores,
-        "combined_of": corrected,
+        "combined_of": combined_of,
         "typicality": {
             str(n): {"train_mean": t.train_mean, "threshold": t.threshold} for n, t in tests.items()
         },

@@ -70,10 +70,11 @@ def test_typicality_threshold_is_the_bootstrap_quantile_and_batches_are_disjoint
     np.testing.assert_allclose(scores, [abs(3.0 - test.train_mean), abs(4.0 - test.train_mean)])
 
 
-def test_combined_score_sums_the_scores_standardised_on_the_reference():
+def test_combined_score_sums_the_absolute_scores_standardised_on_the_reference():
     reference = {"a": np.array([0.0, 2.0]), "b": np.array([10.0, 30.0])}  # std 1 and 10
-    scores = {"a": np.array([1.0, 3.0]), "b": np.array([20.0, 40.0])}
-    np.testing.assert_allclose(ood.combined_score(scores, reference), [0.0, 4.0])
+    scores = {"a": np.array([1.0, 3.0, -1.0]), "b": np.array([20.0, 40.0, 0.0])}
+    # Both sides count: (0 + 0), (2 + 2), (2 + 2).
+    np.testing.assert_allclose(ood.combined_score(scores, reference), [0.0, 4.0, 4.0])
     with pytest.raises(ValueError, match="differ"):
         ood.combined_score({"a": scores["a"]}, reference)
     with pytest.raises(ValueError, match="constant"):

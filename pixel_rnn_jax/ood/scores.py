@@ -103,11 +103,14 @@ def input_complexity_score(bits: np.ndarray, codec_bits: np.ndarray) -> np.ndarr
 
 
 def combined_score(scores: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> np.ndarray:
-    """The sum of every score standardised on held-out in-distribution images, `[n]`.
+    """A typicality test in score space: the summed |z-scores| of every score, `[n]`.
 
-    Each score is shifted and scaled by its mean and standard deviation on `reference`
-    (the validation images, never an outlier), so that scores in different units weigh
-    alike; a sum, not a maximum, so that weak evidence from several corrected scores adds up.
+    Each score is standardised by its mean and standard deviation on `reference` (held-out
+    in-distribution images, never an outlier), so that scores in different units weigh
+    alike. Two-sided, because an outlier can sit on either side of the in-distribution
+    images under any one score: MNIST digits are *more* likely than Fashion-MNIST under the
+    raw likelihood, constant and inverted images get *lower* ratios to a local model than
+    the test images do; a sum, so that moderate evidence from several scores adds up.
 
     Args:
       scores: {name: `[n]`} the images' scores.
@@ -120,7 +123,7 @@ def combined_score(scores: dict[str, np.ndarray], reference: dict[str, np.ndarra
         mean, std = np.mean(reference[name]), np.std(reference[name])
         if not std > 0:
             raise ValueError(f"Score {name!r} is constant on the reference images.")
-        total = total + (np.asarray(values, np.float64) - mean) / std
+        total = total + np.abs((np.asarray(values, np.float64) - mean) / std)
     return total
 
 
