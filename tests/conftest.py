@@ -40,3 +40,26 @@ def compilation_cache(tmp_path_factory):
     yield cache_dir
     jax.config.update("jax_compilation_cache_dir", previous[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, compilation_cache):
+    """`smoke_run(config_name)`: a 2-step run of a smoke config, for the entry points' tests.
+
+    No samples and one evaluation batch, so that it trains in seconds. Returns (workdir,
+    the config it was trained with, the module's compilation cache directory, which child
+    processes get as JAX_COMPILATION_CACHE_DIR).
+    """
+    from experiments import configs
+    from pixel_rnn_jax import train
+
+    def run(name: str):
+        workdir = tmp_path_factory.mktemp("run")
+        config = configs.get_config(name)
+        config.train.num_steps = 2
+        config.train.num_samples = 0
+        config.train.eval_max_batches = 1
+        train.train_and_evaluate(config, str(workdir))
+        return str(workdir), config, compilation_cache
+
+    return run

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import configs
 from experiments.benchmarks import compression
 from pixel_rnn_jax import train
 from pixel_rnn_jax.coding import container
@@ -21,15 +20,9 @@ CONFIG = "row_lstm_mnist_smoke"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, compilation_cache):
+def run(smoke_run):
     """A 2-step smoke run's workdir and the config it was trained with."""
-    workdir = tmp_path_factory.mktemp("run")
-    config = configs.get_config(CONFIG)
-    config.train.num_steps = 2
-    config.train.num_samples = 0
-    config.train.eval_max_batches = 1
-    train.train_and_evaluate(config, str(workdir))
-    return str(workdir), config, compilation_cache
+    return smoke_run(CONFIG)
 
 
 def _cli(module, cache, *flags):

@@ -11,22 +11,16 @@ import pytest
 from PIL import Image
 
 from experiments import configs, ood_inputs
-from pixel_rnn_jax import errors, train
+from pixel_rnn_jax import errors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "pixelcnn_fashion_mnist_local_smoke"  # 28x28, 256 levels: MNIST's shape
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, compilation_cache):
+def run(smoke_run):
     """A 2-step smoke run (on the embedded 256-level digits) and its config."""
-    workdir = tmp_path_factory.mktemp("run")
-    config = configs.get_config(CONFIG)
-    config.train.num_steps = 2
-    config.train.num_samples = 0
-    config.train.eval_max_batches = 1
-    train.train_and_evaluate(config, str(workdir))
-    return str(workdir), config, compilation_cache
+    return smoke_run(CONFIG)
 
 
 def _pngs(directory, shapes):
