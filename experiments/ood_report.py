@@ -245,7 +245,10 @@ def draw(report, per_pixel, images, output: str, num_levels: int, examples: int 
         for axis in np.ravel(axes)[len(names) :]:
             axis.axis("off")
         np.ravel(axes)[0].legend(fontsize=7)
-        figure.suptitle(f"Scores (bits/dim): in-distribution vs {name}", fontsize=10)
+        figure.suptitle(
+            f"Scores: in-distribution vs {name} (bits/dim; the combined score in summed |z|)",
+            fontsize=10,
+        )
         figure.tight_layout()
         figure.savefig(os.path.join(output, f"hist_{_slug(name)}.png"), dpi=110)
         plt.close(figure)
