@@ -26,6 +26,8 @@ from pixel_rnn_jax.data.sources import open_split
 from pixel_rnn_jax.errors import ConfigError
 
 _STATE_FORMAT = "pixel_rnn_jax.data.TrainIterator/1"
+# Identity fields added after _STATE_FORMAT/1, with the value a state saved before them meant.
+_IDENTITY_DEFAULTS = {"perturb_rate": 0.0}
 
 
 def check_global_batch(
@@ -216,6 +218,7 @@ class TrainIterator:
             "seed": int(seed),
             "global_batch_size": int(global_batch_size),
             "process_count": int(process_count),
+            "perturb_rate": float(perturb_rate),
         }
         dataset = (
             grain.MapDataset.source(source)[start:end]
@@ -223,8 +226,6 @@ class TrainIterator:
             .repeat(None)  # Reseeds the shuffle every epoch.
         )
         if perturb_rate:
-            # In the identity only when on, so states saved before the field existed restore.
-            self._identity["perturb_rate"] = float(perturb_rate)
             dataset = dataset.random_map(
                 _Perturb(perturb_rate, spec.num_levels, with_labels),
                 seed=_shuffle_seed(seed + 1),
@@ -258,15 +259,12 @@ class TrainIterator:
             ValueError: If the state was saved with another dataset, seed,
                 batch size or process count.
         """
+        saved = {**_IDENTITY_DEFAULTS, **state}
         mismatched = {
-            key: (state.get(key), value)
+            key: (saved.get(key), value)
             for key, value in self._identity.items()
-            if state.get(key) != value
+            if saved.get(key) != value
         }
-        # Absent on both sides when off (states written before the field existed).
-        rates = (state.get("perturb_rate", 0.0), self._identity.get("perturb_rate", 0.0))
-        if rates[0] != rates[1]:
-            mismatched["perturb_rate"] = rates
         if mismatched:
             raise ValueError(
                 f"Iterator state does not match this iterator; (saved, current): {mismatched}."
