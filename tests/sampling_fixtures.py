@@ -45,3 +45,26 @@ def build(name, channels, levels, height, width, batch=3, seed=0, **overrides):
     shape = (batch, height, width, channels)
     images = np.random.default_rng(seed + 1).integers(0, levels, shape, dtype=np.int32)
     return model, random_variables(model, shape, seed), jnp.asarray(images)
+
+
+def keep(position, logits, current):
+    """A `run_incremental` choice that keeps the given images (teacher forcing)."""
+    del position, logits
+    return current
+
+
+def assert_cached_logits_equal_the_models(model, variables, images, conditioning, labels):
+    """The cached walk's teacher-forced logits equal the whole model's, with both inputs."""
+    from pixel_rnn_jax.nn import layers
+    from pixel_rnn_jax.sampling import cached
+
+    _, logits = jax.jit(
+        lambda v, x, c, y: cached.run_incremental(
+            model, v, x, keep, conditioning=c, labels=y, collect_logits=True
+        )
+    )(variables, images, conditioning, labels)
+    apply = jax.jit(lambda v, x, c, y: model.apply(v, x, c, y, method="logits_from_inputs"))
+    want = apply(
+        variables, layers.preprocess_images(images, model.num_levels), conditioning, labels
+    )
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=2e-6)

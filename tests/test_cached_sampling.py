@@ -4,16 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sampling_fixtures import build, random_variables
+from sampling_fixtures import (
+    assert_cached_logits_equal_the_models,
+    build,
+    keep,
+    random_variables,
+)
 
 from pixel_rnn_jax.models import pixel_rnn
 from pixel_rnn_jax.nn import incremental, layers
 from pixel_rnn_jax.sampling import cached
-
-
-def keep(position, logits, current):
-    del position, logits
-    return current
 
 
 def incremental_logits(model, variables, images):
@@ -155,14 +155,7 @@ def test_teacher_forced_logits_with_a_conditioning_map_and_labels():
     variables = random_variables(model, images.shape, conditioning_dim=3)
     conditioning = jax.random.normal(jax.random.PRNGKey(3), (*images.shape[:3], 3))
     labels = jnp.array([1, 0, 1])
-    _, logits = jax.jit(
-        lambda v, x, c, y: cached.run_incremental(
-            model, v, x, keep, conditioning=c, labels=y, collect_logits=True
-        )
-    )(variables, images, conditioning, labels)
-    apply = jax.jit(lambda v, x, c, y: model.apply(v, x, c, y, method="logits_from_inputs"))
-    want = apply(variables, layers.preprocess_images(images, 4), conditioning, labels)
-    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=2e-6)
+    assert_cached_logits_equal_the_models(model, variables, images, conditioning, labels)
 
 
 def test_labels_must_fit_the_model():

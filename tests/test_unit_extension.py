@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from model_probes import dependency_matrix, pixel_dependencies, schedules_agree, tiny_model_config
 from receptive_fields import expected_dependencies
-from sampling_fixtures import build, random_variables
+from sampling_fixtures import (
+    assert_cached_logits_equal_the_models,
+    build,
+    random_variables,
+)
 
 from pixel_rnn_jax import models, sampling
 from pixel_rnn_jax.models import row_lstm
-from pixel_rnn_jax.nn import layers
-from pixel_rnn_jax.sampling import cached
 
 KIND = "row_gru"
 
@@ -101,24 +103,12 @@ def test_latency_schedule_equals_throughput_in_logits_and_gradients():
     schedules_agree(config(3, 4, first_kernel_size=3, num_classes=3), images, labels)
 
 
-def keep(position, logits, current):
-    del position, logits
-    return current
-
-
 def test_cached_logits_equal_the_models_with_labels_and_a_conditioning_map():
     model, _, images = build(KIND, 3, 4, 3, 4, hidden_dim=4, output_dim=8, num_classes=2)
     variables = random_variables(model, images.shape, conditioning_dim=2)
     conditioning = jax.random.normal(jax.random.PRNGKey(2), (*images.shape[:3], 2))
     labels = jnp.array([1, 0, 1])
-    _, logits = jax.jit(
-        lambda v, x, c, y: cached.run_incremental(
-            model, v, x, keep, conditioning=c, labels=y, collect_logits=True
-        )
-    )(variables, images, conditioning, labels)
-    apply = jax.jit(lambda v, x, c, y: model.apply(v, x, c, y, method="logits_from_inputs"))
-    want = apply(variables, layers.preprocess_images(images, 4), conditioning, labels)
-    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=2e-6)
+    assert_cached_logits_equal_the_models(model, variables, images, conditioning, labels)
 
 
 def test_cached_draws_exactly_the_naive_images():
