@@ -223,23 +223,10 @@ def test_damaged_truncated_and_foreign_files_are_reported_one_by_one(kinds, monk
 
 def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
     kind = _kind(kinds, "row_lstm-binary-grey")
-    out = tmp_path / "prnn"
-    report = files.compress_to_directory(
-        kind.model,
-        kind.variables,
-        kind.fingerprint,
-        kind.images,
-        ["a", "b"],
-        str(out),
-        image_shape=kind.image_shape,
-    )
-    assert json.loads((out / "report.json").read_text()) == report
-    assert [f["name"] for f in report["files"]] == ["a.prnn", "b.prnn"]
-    assert report["totals"]["bytes"] == sum(len(f) for f in kind.files)
-    assert (out / "a.prnn").read_bytes() == kind.files[0]
-    before = (out / "report.json").read_text()
-    with pytest.raises(errors.OutputExistsError, match="already holds 3 of the files"):
-        files.compress_to_directory(
+    out, pngs = tmp_path / "prnn", tmp_path / "png"
+
+    def compress():
+        return files.compress_to_directory(
             kind.model,
             kind.variables,
             kind.fingerprint,
@@ -248,21 +235,30 @@ def test_directories_never_overwrite_and_list_bad_files(kinds, tmp_path):
             str(out),
             image_shape=kind.image_shape,
         )
-    assert (out / "report.json").read_text() == before
-    (out / "b.prnn").write_bytes(kind.files[1][:-2])  # truncated
-    pngs = tmp_path / "png"
-    inputs = files.input_files(str(out))
-    with pytest.raises(errors.CompressedFileError, match=r"1 of 2 files .*b\.prnn: damaged"):
+
+    def decompress(inputs):
         files.decompress_to_directory(
             kind.model, kind.variables, kind.fingerprint, inputs, str(pngs), image_shape=(4, 4, 1)
         )
+
+    report = compress()
+    assert json.loads((out / "report.json").read_text()) == report
+    assert [f["name"] for f in report["files"]] == ["a.prnn", "b.prnn"]
+    assert report["totals"]["bytes"] == sum(len(f) for f in kind.files)
+    assert (out / "a.prnn").read_bytes() == kind.files[0]
+    before = (out / "report.json").read_text()
+    with pytest.raises(errors.OutputExistsError, match="already holds 3 of the files"):
+        compress()
+    assert (out / "report.json").read_text() == before
+    (out / "b.prnn").write_bytes(kind.files[1][:-2])  # truncated
+    inputs = files.input_files(str(out))
+    with pytest.raises(errors.CompressedFileError, match=r"1 of 2 files .*b\.prnn: damaged"):
+        decompress(inputs)
     assert os.listdir(pngs) == ["a.png"]
     decoded = np.asarray(Image.open(pngs / "a.png"))
     np.testing.assert_array_equal(decoded, kind.images[0, ..., 0] * 255)
     with pytest.raises(errors.OutputExistsError, match="a.png"):
-        files.decompress_to_directory(
-            kind.model, kind.variables, kind.fingerprint, inputs, str(pngs), image_shape=(4, 4, 1)
-        )
+        decompress(inputs)
     # PNG inputs come back as the model's images; other shapes, modes and levels are refused.
     images, stems = files.read_pngs(str(pngs / "*.png"), (HEIGHT, WIDTH, 1), 2)
     np.testing.assert_array_equal(images[0], kind.images[0])
