@@ -216,7 +216,7 @@ def codec_bits(
     images: np.ndarray, num_levels: int, codecs: list[str], cache_dir: str | None
 ) -> dict[str, np.ndarray]:
     """{codec: `[n]` each image's file size in bits}, L(x) of input complexity."""
-    pixels = (np.asarray(images) * (255 if num_levels == 2 else 1)).astype(np.uint8)
+    pixels = compression.codec_pixels(images, num_levels)
     digest = hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
     out = {}
     for name in codecs:

@@ -77,9 +77,14 @@ def tile(images: np.ndarray) -> np.ndarray:
     return grid.reshape(rows * height, columns * width, channels)
 
 
+def codec_pixels(images: np.ndarray, num_levels: int) -> np.ndarray:
+    """The model's integer images as the codecs' 8-bit pixels (binary images as 0 and 255)."""
+    return (np.asarray(images) * (255 if num_levels == 2 else 1)).astype(np.uint8)
+
+
 def classical_sizes(images: np.ndarray, num_levels: int) -> dict[str, tuple[int, int]]:
     """{codec: (total bytes one file per image, bytes of the tiled picture)}."""
-    pixels = (images * (255 if num_levels == 2 else 1)).astype(np.uint8)
+    pixels = codec_pixels(images, num_levels)
     codecs = {**CODECS, **(BINARY_CODECS if num_levels == 2 else {})}
     return {
         name: (sum(len(encode(image)) for image in pixels), len(encode(tile(pixels))))
