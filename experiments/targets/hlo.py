@@ -376,25 +376,13 @@ def _split_attributes(text: str) -> tuple[str, str]:
 # ---- shapes ----------------------------------------------------------------------------
 
 _ARRAY = re.compile(r"([a-z][a-z0-9]*)\[([^\]]*)\]")
-_BITS = {
-    "pred": 8,
-    "s2": 2,
-    "u2": 2,
-    "s4": 4,
-    "u4": 4,
-    "s8": 8,
-    "u8": 8,
-    "bf16": 16,
-    "f16": 16,
-    "s16": 16,
-    "u16": 16,
-    "f32": 32,
-    "s32": 32,
-    "u32": 32,
-    "f64": 64,
-    "s64": 64,
-    "u64": 64,
-    "c64": 64,
+_BITS = {  # bits per element; the f8 types (f8e4m3fn, ...) are 8, see _bytes
+    **dict.fromkeys(("s2", "u2"), 2),
+    **dict.fromkeys(("s4", "u4"), 4),
+    **dict.fromkeys(("pred", "s8", "u8"), 8),
+    **dict.fromkeys(("bf16", "f16", "s16", "u16"), 16),
+    **dict.fromkeys(("f32", "s32", "u32"), 32),
+    **dict.fromkeys(("f64", "s64", "u64", "c64"), 64),
     "c128": 128,
 }
 
@@ -515,36 +503,15 @@ _NOTHING = _Totals()
 
 # Structural ops and waits: no kernel of their own (a `-start` is the launch of its pair).
 _NOT_LAUNCHED = frozenset(
-    {
-        "parameter",
-        "constant",
-        "tuple",
-        "get-tuple-element",
-        "bitcast",
-        "while",
-        "conditional",
-        "call",
-        "async-start",
-        "async-update",
-        "async-done",
-        "after-all",
-        "add-dependency",
-        "opt-barrier",
-        "domain",
-    }
+    {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "domain"}  # data
+    | {"while", "conditional", "call", "async-start", "async-update", "async-done"}  # control
+    | {"after-all", "add-dependency", "opt-barrier"}  # ordering only
 )
 # Custom-calls that reserve a buffer and run nothing (TPU's while-loop output buffers).
 _NO_KERNEL_TARGETS = frozenset({"AllocateBuffer"})
 _COLLECTIVES = frozenset(
-    {
-        "all-reduce",
-        "all-gather",
-        "reduce-scatter",
-        "collective-permute",
-        "all-to-all",
-        "collective-broadcast",
-        "ragged-all-to-all",
-    }
+    {"all-reduce", "all-gather", "reduce-scatter", "all-to-all", "ragged-all-to-all"}
+    | {"collective-permute", "collective-broadcast"}
 )
 _FORWARD_OPS = frozenset({"copy", "bitcast", "convert", "reshape", "broadcast"})
 
