@@ -21,6 +21,11 @@ Suites (`--suite`):
             `--dataset` (default each run's own), `--split`, `--num`. Without `--config`:
             encode/decode speed of untrained `--models` (default row_lstm) of the
             Fashion-MNIST models' size on random images.
+  targets   scan vs unrolled per TPU slice or GPU, compiled here and never run: sequential
+            steps, per-chip peak memory, compile time and the compiler's estimated step time
+            of the runner's train step (`experiments.benchmarks.targets`); `--targets`,
+            `--models`, `--sizes` (28, 32), `--unroll`, `--dtypes`, `--schedules`. Needs the
+            `targets` extra; compiled results are cached in `--aot_cache_dir`.
 
 Examples:
   python -m experiments.benchmark --output benchmark_results --quick
@@ -33,6 +38,8 @@ Examples:
       --config=row_lstm_mnist --workdir=workdirs/row_lstm_mnist --num=1000
   python -m experiments.benchmark --output /tmp/b --dtypes=float32,bfloat16 --remat=false,true \
       --sizes=32,64 --unroll_big=1
+  python -m experiments.benchmark --output benchmark_results/targets --suite=targets \
+      --targets=v5e-8,v4-32,h100x8
 
 Writes DIR/<name>.json and DIR/<name>.md, where <name> is `--name` (default
 `<platform>_<suite>[_quick]`). The default (non-quick) scan run times every unroll setting
@@ -53,6 +60,9 @@ from absl import app, flags, logging
 
 from experiments import cli
 from experiments.benchmarks import accelerator, compression, devices, memory, sampling, scan
+from experiments.benchmarks import targets as targets_suite
+from experiments.targets import compiled
+from experiments.targets import devices as target_devices
 from pixel_rnn_jax.nn import recurrence
 
 FLAGS = flags.FLAGS
@@ -61,7 +71,7 @@ flags.DEFINE_string("name", None, "Result file stem; default <platform>_<suite>[
 flags.DEFINE_enum(
     "suite",
     "scan",
-    ["scan", "sampling", "devices", "accelerator", "compression"],
+    ["scan", "sampling", "devices", "accelerator", "compression", "targets"],
     "Which benchmark to run.",
 )
 flags.DEFINE_bool("tiny", None, "--suite=accelerator: seconds-long sizes (default: on a CPU only).")
@@ -98,6 +108,10 @@ flags.DEFINE_enum("which", "best", ["best", "latest"], "--suite=compression: whi
 flags.DEFINE_string("dataset", None, "--suite=compression: dataset (default: each run's own).")
 flags.DEFINE_string("split", None, "--suite=compression: split (default: the reported one).")
 flags.DEFINE_integer("num", 1000, "--suite=compression: the first N images of the split.")
+flags.DEFINE_list("targets", ["v5e-8", "v4-32", "h100x8"], "--suite=targets: target names.")
+flags.DEFINE_string(
+    "aot_cache_dir", str(compiled.default_cache_dir()), "--suite=targets: compile cache; '' none."
+)
 
 QUICK = {"sizes": ["28"], "unroll": ["1", "4"], "repeats": 3}
 
@@ -223,7 +237,34 @@ def run_compression(quick: bool, log) -> tuple[dict, list[dict]]:
     )
 
 
+def run_targets(quick: bool, log) -> tuple[dict, list[dict]]:
+    """The targets suite: `benchmarks.targets.run_suite` over `--targets`."""
+    defaults = {"sizes": ["28"], "unroll": ["1", "4"]} if quick else {"sizes": ["28", "32"]}
+    sizes = FLAGS.sizes if FLAGS["sizes"].present else defaults["sizes"]
+    unrolls = FLAGS.unroll if FLAGS["unroll"].present else defaults.get("unroll")
+    _check_choices(FLAGS.models, scan.MODEL_NAMES, "models")
+    _check_choices(sizes, [str(s) for s in targets_suite.DATASETS], "sizes")
+    _check_choices(FLAGS.dtypes, ("float32", "bfloat16"), "dtypes")
+    _check_choices(FLAGS.schedules, ("auto", *recurrence.SCHEDULES), "schedules")
+    chosen = {
+        "models": FLAGS.models,
+        "sizes": [int(s) for s in sizes],
+        "dtypes": FLAGS.dtypes if FLAGS["dtypes"].present else ("float32", "bfloat16"),
+        "schedules": FLAGS.schedules if FLAGS["schedules"].present else recurrence.SCHEDULES,
+    }
+    if unrolls is not None:
+        chosen["unrolls"] = _parse_unrolls([u for u in unrolls if u != "python"])
+    return targets_suite.run_suite(
+        FLAGS.targets,
+        specs=targets_suite.row_specs(**chosen),
+        per_chip_batch=FLAGS.batch_size or targets_suite.PER_CHIP_BATCH,
+        cache_dir=FLAGS.aot_cache_dir or None,
+        log=log,
+    )
+
+
 SUITES = {
+    "targets": run_targets,
     "scan": run_scan,
     "sampling": run_sampling,
     "devices": run_devices,
@@ -238,6 +279,8 @@ def main(argv):
         raise app.UsageError("--output DIR is required.")
     # Before JAX starts its backend: on a CPU, remat rows would otherwise save no memory.
     memory.keep_remat_barriers()
+    if FLAGS.suite == "targets":  # compiles for TPUs and GPUs on this machine's CPU backend
+        target_devices.prepare_environment()
     os.makedirs(FLAGS.output, exist_ok=True)
     if FLAGS.suite == "accelerator":
         _check_choices(FLAGS.sections, accelerator.SECTIONS, "sections")
@@ -284,7 +327,7 @@ def present_flags() -> list[str]:
     names = ("output", "name", "suite", "quick", "models", "sizes", "unroll", "unroll_big")
     names += ("batch_size", "dtypes", "remat", "schedules", "tiny", "sections")
     names += ("repeats", "max_unrolled_steps", "time_budget_s", "peak_size", "device_counts")
-    names += ("config", "workdir", "which", "dataset", "split", "num")
+    names += ("config", "workdir", "which", "dataset", "split", "num", "targets")
     given = []
     for name in names:
         if FLAGS[name].present or FLAGS[name].value != FLAGS[name].default:

@@ -17,6 +17,12 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="pixel_rnn_jax_xla_cache_")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The suite runs on the CPU. With the `targets` extra installed JAX would otherwise also start
+# the TPU and CUDA plugins in every process (libtpu's start-up checks, "no GPU" warnings); the
+# ahead-of-time tests compile for those targets from the CPU backend, as `experiments.aot`
+# does, and two xdist workers may load libtpu at once.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402 - after TFDS_DATA_DIR is set
 import pytest  # noqa: E402

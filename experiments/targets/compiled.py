@@ -1,0 +1,299 @@
+"""One program compiled for one target, and what the compiler says about it.
+
+Nothing here runs a program. `analyse` lowers it, compiles it for the target's devices and
+reads: the memory plan per chip (`memory_analysis()`), the loops (from the jaxpr, by
+`experiments.benchmarks.loops`, and from the optimised HLO, by `hlo.summarize`, which must
+agree), the collectives, the FLOPs and the compiler's cost estimates, each loop body weighted
+by its trips (`hlo`). From those it estimates a step time:
+
+    estimated step = compiler's estimate of the work + assumed overheads the estimate leaves out
+
+The compiler's per-instruction estimates leave out what every launched op and every loop trip
+costs beyond its work. Those costs are what the schedules and unroll factors change, so they
+are modelled explicitly, with the assumed costs in `OVERHEAD_S` (a choice, to be recalibrated
+by the accelerator suite on a lent device: WORKSPACE_NOTES.md says how). Every number derived
+from them is labelled an estimate in the reports.
+
+Compiling is the cost (a 12-layer CIFAR Diagonal BiLSTM takes a minute), so results are cached
+on disk, keyed by the target, the program's lowered text and the compiler versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from experiments.targets import hlo
+from experiments.targets.catalog import Target
+from experiments.targets.programs import Program
+
+USABLE_FRACTION = 0.9  # of a chip's memory a step may plan for (as `benchmarks.memory`)
+# Assumed costs the compiler's estimates leave out (seconds), per platform:
+# - 'launch': each launched op (a fusion, a library call, a copy, a collective). On a GPU a
+#   kernel launch from the host costs a few microseconds when the step is launch-bound
+#   (no CUDA graph); a TPU's sequencer issues ops from on-chip instruction memory.
+# - 'trip': each loop iteration's control. On a GPU a while loop's condition is copied to the
+#   host and waited for every trip; on a TPU the loop runs on the chip's scalar unit.
+OVERHEAD_S = {
+    "gpu": {"launch": 3e-6, "trip": 10e-6},
+    "tpu": {"launch": 0.2e-6, "trip": 1e-6},
+}
+GPU_COMPILER_OPTIONS = {"xla_gpu_collect_cost_model_stats": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What the compiler says about one program on one target (per chip unless named)."""
+
+    program: str
+    target: str
+    per_chip_batch: int
+    images: int  # per call over the chips it runs on
+    chips: int
+    compile_seconds: float
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    peak_bytes: int
+    memory_bytes: int  # the chip's
+    usable_fraction: float
+    loop_trips: int  # from the jaxpr
+    dependent_steps: int
+    hlo_loop_trips: int  # from the optimised HLO
+    unknown_trip_counts: int
+    flops: float  # per chip per call, trip-weighted
+    collectives: list[dict[str, Any]]
+    launched_ops: int
+    unestimated_ops: int
+    compiler_seconds: float  # the compiler's estimate of the work (nan where it has none)
+    overhead_seconds: float  # the assumed launch and loop costs (OVERHEAD_S)
+    peak_bf16_flops: float
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.usable_fraction * self.memory_bytes
+
+    @property
+    def estimated_seconds(self) -> float:
+        return self.compiler_seconds + self.overhead_seconds
+
+    @property
+    def images_per_second_per_chip(self) -> float:
+        return self.images / self.chips / self.estimated_seconds
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation the estimate implies, against the chip's bf16 peak."""
+        return self.flops / self.estimated_seconds / self.peak_bf16_flops
+
+    def fit_text(self) -> str:
+        usable = self.usable_fraction * self.memory_bytes
+        if self.fits:
+            return f"fits: {self.peak_bytes / 2**30:.2f} of {usable / 2**30:.1f} GiB"
+        return f"does not fit: needs {self.peak_bytes / 2**30:.2f} of {usable / 2**30:.1f} GiB"
+
+    def to_json(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row.update(
+            fits=self.fits,
+            estimated_seconds=self.estimated_seconds,
+            images_per_second_per_chip=self.images_per_second_per_chip,
+            estimated_mfu=self.mfu,
+        )
+        return row
+
+
+def compiler_versions() -> str:
+    """The compilers that made a cached result (a new version recompiles)."""
+    names = ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt")
+    found = []
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{name}=={importlib.metadata.version(name)}")
+    return ",".join(found)
+
+
+def default_cache_dir() -> pathlib.Path:
+    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(root) / "pixel_rnn_jax" / "aot"
+
+
+def compile_program(program: Program, target: Target) -> tuple[jax.stages.Compiled, str, float]:
+    """(compiled executable, optimised HLO text, compile seconds)."""
+    lowered = program.fn.lower(*program.args)
+    options = GPU_COMPILER_OPTIONS if target.platform == "gpu" else None
+    start = time.perf_counter()
+    compiled = lowered.compile(options) if options else lowered.compile()
+    return compiled, compiled.as_text(), time.perf_counter() - start
+
+
+def _lowered_key(program: Program, target: Target) -> str:
+    text = program.fn.lower(*program.args).as_text()
+    digest = hashlib.sha256()
+    for part in (target.name, program.name, compiler_versions(), text):
+        digest.update(part.encode())
+    return digest.hexdigest()[:32]
+
+
+def analyse(
+    program: Program,
+    target: Target,
+    per_chip_batch: int,
+    *,
+    cache_dir: pathlib.Path | None = None,
+    hlo_path: pathlib.Path | None = None,
+    usable_fraction: float = USABLE_FRACTION,
+) -> Analysis:
+    """Compiles `program` for `target` (or reads the cached result) and reports on it.
+
+    Args:
+      program: from `programs.build`.
+      target: the target its arguments are placed on.
+      per_chip_batch: for the report.
+      cache_dir: where results are cached (None: no cache).
+      hlo_path: write the optimised HLO there (compiles even if cached).
+      usable_fraction: of the chip's memory.
+    """
+    key = _lowered_key(program, target)
+    cached = cache_dir / f"{key}.json" if cache_dir else None
+    if cached and cached.is_file() and hlo_path is None:
+        row = json.loads(cached.read_text())
+    else:
+        compiled, text, seconds = compile_program(program, target)
+        if hlo_path is not None:
+            hlo_path.parent.mkdir(parents=True, exist_ok=True)
+            hlo_path.write_text(text)
+        row = _measure(program, target, compiled, text, seconds)
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(row))
+    return Analysis(
+        program=program.name,
+        target=target.name,
+        per_chip_batch=per_chip_batch,
+        images=program.images,
+        chips=program.chips,
+        memory_bytes=target.memory_bytes,
+        usable_fraction=usable_fraction,
+        peak_bf16_flops=target.chip.peak_bf16_flops,
+        **row,
+    )
+
+
+def _measure(program: Program, target: Target, compiled, text: str, seconds: float) -> dict:
+    """The cached part of an `Analysis`: everything the compile and the jaxpr say."""
+    memory = compiled.memory_analysis()
+    summary = hlo.summarize(text, platform=target.platform, clock_hz=target.chip.clock_hz)
+    count = program.loop_count()
+    overhead = OVERHEAD_S[target.platform]
+    return {
+        "compile_seconds": seconds,
+        "argument_bytes": int(memory.argument_size_in_bytes),
+        "output_bytes": int(memory.output_size_in_bytes),
+        "alias_bytes": int(memory.alias_size_in_bytes),
+        "temp_bytes": int(memory.temp_size_in_bytes),
+        "peak_bytes": int(memory.peak_memory_in_bytes),
+        "loop_trips": count.loop_trips,
+        "dependent_steps": count.dependent_steps,
+        "hlo_loop_trips": summary.loop_trips,
+        "unknown_trip_counts": summary.unknown_trip_counts,
+        "flops": summary.flops,
+        "collectives": [dataclasses.asdict(c) for c in summary.collectives],
+        "launched_ops": summary.launched_ops,
+        "unestimated_ops": summary.unestimated_ops,
+        "compiler_seconds": summary.estimated_seconds,
+        "overhead_seconds": overhead["launch"] * summary.launched_ops
+        + overhead["trip"] * summary.loop_trips,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class LargestBatch:
+    """The largest per-chip batch that fits, bracketed by compiles."""
+
+    fits: int  # compiled and fits (0: not even batch 1)
+    does_not_fit: int | None  # compiled and does not fit (None: never found)
+    compiles: int
+    predicted: int  # from the linear fit of the first two compiles
+
+    def text(self) -> str:
+        if self.does_not_fit is None:
+            return f">= {self.fits}"
+        if self.does_not_fit == self.fits + 1:
+            return f"{self.fits}"
+        return f"{self.fits} (< {self.does_not_fit})"
+
+
+def largest_batch(
+    peak_at: Callable[[int], int],
+    usable_bytes: float,
+    *,
+    first: int = 8,
+    max_compiles: int = 6,
+    tolerance: float = 1 / 16,
+) -> LargestBatch:
+    """The largest per-chip batch whose train step fits in `usable_bytes`, found by compiling.
+
+    Peak memory grows about linearly with the batch (the activations), but not exactly (a
+    TPU pads to its tiles, buffers get reused differently): so each guess comes from the line
+    through the two compiled batches nearest the limit (a secant search), starting from
+    `first` and `2 * first`, until a batch that fits and one that does not are within
+    `tolerance` of each other, or after `max_compiles` compiles.
+
+    Args:
+      peak_at: per-chip batch -> peak bytes per chip (compiles).
+      usable_bytes: the budget.
+      first: the first batch tried.
+      max_compiles: at most this many compiles.
+      tolerance: stop when `does_not_fit - fits <= max(1, tolerance * fits)`.
+    """
+    peaks: dict[int, int] = {}
+
+    def peak(batch: int) -> int:
+        if batch not in peaks:
+            peaks[batch] = peak_at(batch)
+        return peaks[batch]
+
+    def line_guess(a: int, b: int) -> int:
+        per_image = max((peak(b) - peak(a)) / (b - a), 1.0)
+        return math.floor(a + (usable_bytes - peak(a)) / per_image)
+
+    peak(first)
+    predicted = max(0, line_guess(first, 2 * first))
+    while len(peaks) < max_compiles:
+        lo = max([n for n, p in peaks.items() if p <= usable_bytes], default=0)
+        hi = min([n for n, p in peaks.items() if p > usable_bytes], default=None)
+        if hi is not None and hi - lo <= max(1, tolerance * lo):
+            break
+        if hi is None:  # the two largest batches so far
+            a, b = sorted(peaks)[-2:]
+        elif lo == 0:  # the two smallest that do not fit
+            a, b = sorted(peaks)[:2]
+        else:
+            a, b = lo, hi
+        guess = line_guess(a, b)
+        if hi is None:  # no batch too big yet: go to the line's limit, or just beyond lo
+            guess = max(guess, lo + max(1, int(tolerance * lo / 2)))
+        else:  # aim a little low, so that a batch that fits closes the bracket
+            guess = int(guess * (1 - tolerance / 2))
+            near_lo = guess <= lo + tolerance * lo / 2  # a secant creeping up: bisect
+            if near_lo or guess >= hi or guess in peaks:
+                guess = (lo + hi) // 2
+        if guess < 1 or guess in peaks:
+            break
+        peak(guess)
+    lo = max([n for n, p in peaks.items() if p <= usable_bytes], default=0)
+    hi = min([n for n, p in peaks.items() if p > usable_bytes], default=None)
+    return LargestBatch(lo, hi, len(peaks), predicted)

@@ -1,0 +1,100 @@
+"""The runner's programs built for a target: its mesh, its per-host batches, its schedule,
+and bfloat16 compute over float32 state in the programs compiled for a TPU and a GPU."""
+
+import re
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import configs
+from experiments.targets import catalog, devices, programs
+from pixel_rnn_jax.errors import ConfigError
+
+CONFIG = "row_lstm_mnist_smoke"
+
+
+def smoke(**model):
+    config = ml_collections.ConfigDict(configs.get_config(CONFIG).to_dict())
+    config.model.update(model)
+    return config
+
+
+def build(target_name, per_chip_batch=2, config=None, which=programs.PROGRAMS):
+    target = catalog.parse(target_name)
+    return target, programs.build(
+        config or smoke(), target, devices.target_devices(target), per_chip_batch, which=which
+    )
+
+
+def test_devices_match_the_catalog_on_every_platform():
+    for name, kind, hosts in [("v5e-16", "TPU v5 lite", 4), ("v4-16", "TPU v4", 2)]:
+        found = devices.target_devices(catalog.parse(name))
+        assert {d.device_kind for d in found} == {kind}
+        assert len({d.process_index for d in found}) == hosts
+    gpus = devices.target_devices(catalog.parse("h100x16"))
+    assert len(gpus) == 16 and len({d.process_index for d in gpus}) == 2
+    assert gpus[0].platform == "gpu"
+
+
+def test_a_multi_host_slice_splits_the_batch_over_every_chip_and_samples_on_one_host():
+    target, (train_step, eval_step, sample) = build("v5e-16", per_chip_batch=3)
+    state, batch, key = train_step.args
+    assert batch["image"].shape == (48, 28, 28, 1)  # 3 per chip x 16 chips over 4 hosts
+    assert batch["image"].sharding.mesh.devices.size == 16
+    assert batch["image"].sharding.spec == jax.sharding.PartitionSpec("data")
+    assert all(
+        leaf.sharding.spec == jax.sharding.PartitionSpec() for leaf in jax.tree.leaves(state)
+    )
+    assert eval_step.args[1]["mask"].shape == (48,)
+    assert sample.chips == 4 and sample.images == 12  # one host's 4 chips
+    assert sample.args[2].sharding.mesh.devices.size == 4
+
+
+def test_auto_resolves_for_the_targets_platform_not_this_machines():
+    config = smoke(schedule="auto")
+    assert programs.model_config_for(config.model, "tpu").schedule == "latency"
+    assert programs.model_config_for(config.model, "gpu").schedule == "latency"
+    assert programs.model_config_for(config.model, "cpu").schedule == "throughput"
+    assert programs.model_config_for(smoke(schedule="throughput").model, "tpu").schedule == (
+        "throughput"
+    )
+
+
+def test_a_class_conditional_model_gets_labels_in_every_program():
+    config = ml_collections.ConfigDict(
+        configs.get_config("row_lstm_mnist_conditional_smoke").to_dict()
+    )
+    _, built = build("v5e-4", config=config)
+    assert built[0].args[1]["label"].shape == (8,)
+    assert built[1].args[1]["label"].shape == (8,)
+    assert built[2].args[3].shape == (8,)
+
+
+def test_the_global_batch_must_split_over_hosts():
+    target = catalog.parse("v5e-16")
+    with pytest.raises(ConfigError, match="global batch"):
+        programs.data.check_global_batch(20, target.chips, target.hosts, what="the global batch")
+
+
+_PRODUCT = re.compile(r"stablehlo\.(?:dot_general|convolution)[^\n]*: \((tensor<[^)]*)\)")
+
+
+@pytest.mark.parametrize("target_name", ["v5e-4", "h100"])
+def test_bfloat16_computes_in_bfloat16_over_float32_state(target_name):
+    target, (train_step,) = build(target_name, config=smoke(dtype="bfloat16"), which=["train_step"])
+    state = train_step.args[0]
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+    lowered = train_step.fn.lower(*train_step.args)
+    operand_types = {
+        kind
+        for types in _PRODUCT.findall(lowered.as_text())
+        for kind in re.findall(r"x([a-z]+\d*)>", types)
+    }
+    assert operand_types == {"bf16"}  # every matmul and convolution takes bfloat16 operands
+    options = {"xla_gpu_collect_cost_model_stats": True} if target.platform == "gpu" else None
+    text = lowered.compile(options).as_text() if options else lowered.compile().as_text()
+    products = re.findall(r"= (\w+)\[[^=]*? (?:convolution|dot)\(", text)
+    # The target's compiler kept them in bfloat16 (only the logits head produces float32).
+    assert products.count("bf16") >= len(products) - 2 and products.count("bf16") > 0
