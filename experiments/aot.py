@@ -82,9 +82,17 @@ def per_chip_batch(value: str | None, config, target: catalog.Target) -> int | N
 
 
 def compile_for_target(
-    config, config_name: str, target: catalog.Target, batch_flag: str | None, hlo_dir=None
+    config,
+    config_name: str,
+    target: catalog.Target,
+    batch_flag: str | None,
+    hlo_dir=None,
+    hint: compiled.LargestBatch | None = None,
 ) -> report.Run:
-    """The programs of `config` compiled for `target` at the asked per-chip batch."""
+    """The programs of `config` compiled for `target` at the asked per-chip batch.
+
+    `hint`: the largest batch found for the same config on another slice of the same chip.
+    """
     batch = per_chip_batch(batch_flag, config, target)
     cache = pathlib.Path(_CACHE_DIR.value) if _CACHE_DIR.value else None
     devices = target_devices.target_devices(target)
@@ -107,7 +115,7 @@ def compile_for_target(
             (train_step,) = programs.build(config, target, devices, n, which=("train_step",))
             return analyse(train_step, n).peak_bytes
 
-        largest = compiled.largest_batch(peak_at, _USABLE.value * target.memory_bytes)
+        largest = compiled.largest_batch(peak_at, _USABLE.value * target.memory_bytes, hint=hint)
         batch = max(largest.fits, 1)  # none fits: the report says by how much at batch 1
     built = programs.build(config, target, devices, batch, which=_PROGRAMS.value)
     return report.Run(
@@ -152,6 +160,7 @@ def main(argv):
     command = "python -m experiments.aot " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = []
     for config_name, config in runs:
+        found = {}  # chip -> the largest batch found on a slice of it
         for target in targets:
             where = output if single else output / config_name / target.name
             run = compile_for_target(
@@ -160,7 +169,10 @@ def main(argv):
                 target,
                 _PER_CHIP_BATCH.value,
                 hlo_dir=where / "hlo" if _HLO.value else None,
+                hint=found.get(target.chip_key),
             )
+            if run.largest is not None:
+                found[target.chip_key] = run.largest
             report.write(where, run, command=command)
             results.append(run)
             print((where / "report.md").read_text(), flush=True)

@@ -243,6 +243,7 @@ def largest_batch(
     first: int = 8,
     max_compiles: int = 6,
     tolerance: float = 1 / 16,
+    hint: LargestBatch | None = None,
 ) -> LargestBatch:
     """The largest per-chip batch whose train step fits in `usable_bytes`, found by compiling.
 
@@ -258,6 +259,9 @@ def largest_batch(
       first: the first batch tried.
       max_compiles: at most this many compiles.
       tolerance: stop when `does_not_fit - fits <= max(1, tolerance * fits)`.
+      hint: the answer for a program of about the same size (the same config on another
+        slice of the same chip): its bracket is compiled first, and when it still brackets,
+        two compiles are all the search costs.
     """
     peaks: dict[int, int] = {}
 
@@ -270,8 +274,12 @@ def largest_batch(
         per_image = max((peak(b) - peak(a)) / (b - a), 1.0)
         return math.floor(a + (usable_bytes - peak(a)) / per_image)
 
-    peak(first)
-    predicted = max(0, line_guess(first, 2 * first))
+    if hint is not None and hint.fits >= 1 and hint.does_not_fit is not None:
+        first = hint.fits
+        predicted = max(0, line_guess(hint.fits, hint.does_not_fit))
+    else:
+        peak(first)
+        predicted = max(0, line_guess(first, 2 * first))
     while len(peaks) < max_compiles:
         lo = max([n for n, p in peaks.items() if p <= usable_bytes], default=0)
         hi = min([n for n, p in peaks.items() if p > usable_bytes], default=None)
