@@ -494,7 +494,19 @@ TITLES = {
     "sampling": "Sampling: naive vs cached",
     "devices": "Devices: the runner's data-parallel step over the local devices",
 }
-COLUMNS = {"scan": scan.SCAN_COLUMNS, "devices": devices.COLUMNS}
+
+
+def _estimate_ms(row: dict[str, Any]) -> str:
+    seconds = row.get("estimated_train_s")
+    return "" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+# The scan table with the compiler's estimate of each train step beside its measured time
+# (`experiments.targets.estimate`): the rows that recalibrate the targets suite's estimates.
+COLUMNS = {
+    "scan": (*scan.SCAN_COLUMNS, ("train step ms: estimated", _estimate_ms)),
+    "devices": devices.COLUMNS,
+}
 
 
 def write_report(base: str, header: dict[str, Any], sections: dict[str, dict]) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 import tqdm
 
 from experiments.benchmarks import loops, runner_step
+from experiments.targets import estimate
 from pixel_rnn_jax import models, parallel
 from pixel_rnn_jax.nn import masks, recurrence
 from pixel_rnn_jax.nn.lstm_cell import NUM_GATES
@@ -97,9 +98,16 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
 
 
 def compile_timed(jitted: Any, *args: Any) -> tuple[Any, float]:
-    """`jitted.lower(*args).compile()` and the seconds it took (trace + lower + compile)."""
+    """`jitted.lower(*args).compile()` and the seconds it took (trace + lower + compile).
+
+    On a GPU the compiler also writes its per-fusion time estimates into the program
+    (`estimate.GPU_COMPILER_OPTIONS`: annotations, the same code), so that each measured row
+    can show the estimate beside it.
+    """
     start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
+    lowered = jitted.lower(*args)
+    gpu = jax.default_backend() == "gpu"
+    compiled = lowered.compile(estimate.GPU_COMPILER_OPTIONS) if gpu else lowered.compile()
     return compiled, time.perf_counter() - start
 
 
@@ -421,6 +429,9 @@ def benchmark_one(
         "forward_images_per_s": batch_size / forward_timing.median,
         "train_images_per_s": batch_size / train_timing.median,
         "train_memory": memory_stats(train_compiled),
+        # The compiler's cost model plus the assumed launch and loop costs (None on a CPU):
+        # the accelerator suite prints it beside the measured time, to recalibrate it.
+        "estimated_train_s": estimate.executable_seconds(train_compiled, jax.devices()[0]),
         "forward_memory": memory_stats(forward_compiled),
         "model_flops_per_image": flops_image,
         "train_flops_per_image": train_flops_image,

@@ -26,7 +26,7 @@ import ml_collections
 
 from experiments.benchmarks import scan
 from experiments.configs import base
-from experiments.targets import catalog, compiled, programs
+from experiments.targets import catalog, compiled, estimate, programs
 from experiments.targets import devices as target_devices
 
 DATASETS = {28: "binarized_mnist", 32: "cifar10"}  # the dataset each size stands for
@@ -134,7 +134,7 @@ def run_suite(
         "timing": (
             "est. step ms = the compiler's per-instruction estimates (every loop body weighted "
             "by its trips) + assumed costs per launched op and per loop trip "
-            f"({compiled.OVERHEAD_S}); an estimate, never a measurement"
+            f"({estimate.OVERHEAD_S}); an estimate, never a measurement"
         ),
         "memory": "peak GiB per chip from memory_analysis() of the target's executable",
         "loop_trips": "loop trips of the train step from its jaxpr / from the optimised HLO",

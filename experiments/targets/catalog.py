@@ -203,6 +203,11 @@ def _gpu(model: str, count: int) -> Target:
     )
 
 
+def chip_for_device_kind(device_kind: str) -> Chip | None:
+    """The chip a device reports itself as (`jax.Device.device_kind`), or None."""
+    return next((chip for chip in CHIPS.values() if chip.name == device_kind), None)
+
+
 def all_names() -> list[str]:
     """Every target name `parse` accepts (multi-slice: any `Nx` prefix on a TPU slice)."""
     names = [f"{g}-{n}" for g, sizes in _TPU_GRIDS.items() for n in sizes]

@@ -3,16 +3,9 @@
 Nothing here runs a program. `analyse` lowers it, compiles it for the target's devices and
 reads: the memory plan per chip (`memory_analysis()`), the loops (from the jaxpr, by
 `experiments.benchmarks.loops`, and from the optimised HLO, by `hlo.summarize`, which must
-agree), the collectives, the FLOPs and the compiler's cost estimates, each loop body weighted
-by its trips (`hlo`). From those it estimates a step time:
-
-    estimated step = compiler's estimate of the work + assumed overheads the estimate leaves out
-
-The compiler's per-instruction estimates leave out what every launched op and every loop trip
-costs beyond its work. Those costs are what the schedules and unroll factors change, so they
-are modelled explicitly, with the assumed costs in `OVERHEAD_S` (a choice, to be recalibrated
-by the accelerator suite on a lent device: WORKSPACE_NOTES.md says how). Every number derived
-from them is labelled an estimate in the reports.
+agree), the collectives, the FLOPs and the estimated step time (`estimate`: the compiler's
+cost estimates, each loop body weighted by its trips, plus assumed launch and loop costs).
+Every number derived from the estimate is labelled an estimate in the reports.
 
 Compiling is the cost (a 12-layer CIFAR Diagonal BiLSTM takes a minute), so results are cached
 on disk, keyed by the target, the program's lowered text and the compiler versions.
@@ -34,22 +27,11 @@ from typing import Any
 
 import jax
 
-from experiments.targets import hlo
+from experiments.targets import estimate, hlo
 from experiments.targets.catalog import Target
 from experiments.targets.programs import Program
 
 USABLE_FRACTION = 0.9  # of a chip's memory a step may plan for (as `benchmarks.memory`)
-# Assumed costs the compiler's estimates leave out (seconds), per platform:
-# - 'launch': each launched op (a fusion, a library call, a copy, a collective). On a GPU a
-#   kernel launch from the host costs a few microseconds when the step is launch-bound
-#   (no CUDA graph); a TPU's sequencer issues ops from on-chip instruction memory.
-# - 'trip': each loop iteration's control. On a GPU a while loop's condition is copied to the
-#   host and waited for every trip; on a TPU the loop runs on the chip's scalar unit.
-OVERHEAD_S = {
-    "gpu": {"launch": 3e-6, "trip": 10e-6},
-    "tpu": {"launch": 0.2e-6, "trip": 1e-6},
-}
-GPU_COMPILER_OPTIONS = {"xla_gpu_collect_cost_model_stats": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +115,7 @@ def default_cache_dir() -> pathlib.Path:
 def compile_program(program: Program, target: Target) -> tuple[jax.stages.Compiled, str, float]:
     """(compiled executable, optimised HLO text, compile seconds)."""
     lowered = program.fn.lower(*program.args)
-    options = GPU_COMPILER_OPTIONS if target.platform == "gpu" else None
+    options = estimate.GPU_COMPILER_OPTIONS if target.platform == "gpu" else None
     start = time.perf_counter()
     compiled = lowered.compile(options) if options else lowered.compile()
     return compiled, compiled.as_text(), time.perf_counter() - start
@@ -197,7 +179,6 @@ def _measure(program: Program, target: Target, compiled, text: str, seconds: flo
     memory = compiled.memory_analysis()
     summary = hlo.summarize(text, platform=target.platform, clock_hz=target.chip.clock_hz)
     count = program.loop_count()
-    overhead = OVERHEAD_S[target.platform]
     return {
         "compile_seconds": seconds,
         "argument_bytes": int(memory.argument_size_in_bytes),
@@ -214,8 +195,7 @@ def _measure(program: Program, target: Target, compiled, text: str, seconds: flo
         "launched_ops": summary.launched_ops,
         "unestimated_ops": summary.unestimated_ops,
         "compiler_seconds": summary.estimated_seconds,
-        "overhead_seconds": overhead["launch"] * summary.launched_ops
-        + overhead["trip"] * summary.loop_trips,
+        "overhead_seconds": estimate.overhead_seconds(summary, target.platform),
     }
 
 

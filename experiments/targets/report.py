@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.targets.catalog import Target
-from experiments.targets.compiled import OVERHEAD_S, Analysis, LargestBatch
+from experiments.targets.compiled import Analysis, LargestBatch
+from experiments.targets.estimate import OVERHEAD_S
 
 ESTIMATE_NOTE = (
     "Every time, rate and MFU here is an estimate from the compiler's cost model plus the "
