@@ -29,7 +29,8 @@ from absl import flags
 
 from experiments import cli, configs
 from experiments.benchmarks import loops, memory, runner_step, scan
-from pixel_rnn_jax import data, models
+from experiments.targets import devices as target_devices
+from pixel_rnn_jax import data, errors, models
 from pixel_rnn_jax.nn import recurrence
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config names; default: all non-smoke configs.")
@@ -48,6 +49,15 @@ _USABLE = flags.DEFINE_float(
     "usable_fraction", memory.USABLE_FRACTION, "Part of a device's memory the step may use."
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the plan to OUTPUT.md and OUTPUT.json.")
+_TARGETS = flags.DEFINE_list(
+    "targets",
+    [],
+    "Also fit the plan from the train step compiled for one chip of each target (e.g. "
+    "v5e-1,h100; needs the `targets` extra), at --target_batches.",
+)
+_TARGET_BATCHES = flags.DEFINE_list(
+    "target_batches", ["8", "16"], "The two per-chip batches of the targets' fits."
+)
 
 
 def parameter_table(names) -> str:
@@ -103,7 +113,8 @@ def memory_plan(names) -> list[dict]:
             same = json.dumps([config.model.to_dict(), shape, variant], sort_keys=True, default=str)
             if same in planned:
                 rows.append({**planned[same], **key, "same_as": planned[same]["config"]})
-                print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
+                line = memory.markdown([rows[-1]], capacities, _TARGETS.value).splitlines()[-1]
+                print(line, flush=True)
                 continue
             try:
                 row = memory.plan_row(
@@ -117,14 +128,35 @@ def memory_plan(names) -> list[dict]:
                 )
             except Exception as error:  # noqa: BLE001 - one failing config must not end the plan
                 row = {**key, "error": f"{type(error).__name__}: {error}"[:200]}
+            if _TARGETS.value and "error" not in row:
+                row["targets"] = target_plans(config, dtype, key["remat"])
             rows.append({**key, **row})
             planned[same] = rows[-1]
-            print(memory.markdown([rows[-1]], capacities).splitlines()[-1], flush=True)
+            line = memory.markdown([rows[-1]], capacities, _TARGETS.value).splitlines()[-1]
+            print(line, flush=True)
     return rows
+
+
+def target_plans(config, dtype: str, remat: bool) -> dict[str, dict]:
+    """`memory.target_plan` for every `--targets` name (an error row where one fails)."""
+    batches = tuple(int(b) for b in _TARGET_BATCHES.value)
+    plans = {}
+    for name in _TARGETS.value:
+        try:
+            plans[name] = memory.target_plan(
+                config, dtype, remat, name, batches=batches, usable_fraction=_USABLE.value
+            )
+        except errors.UserError:
+            raise  # an unknown target or a missing extra: the same for every row
+        except Exception as error:  # noqa: BLE001 - one failing compile must not end the plan
+            plans[name] = {"error": f"{type(error).__name__}: {error}"[:200]}
+    return plans
 
 
 def main(argv):
     del argv
+    if _TARGETS.value:  # before JAX starts a backend: compiles for TPUs and GPUs from here
+        target_devices.prepare_environment()
     # Before JAX starts its backend: on a CPU, remat would otherwise save nothing here.
     memory.keep_remat_barriers()
     names = _CONFIGS.value or [n for n in configs.list_configs() if not n.endswith("_smoke")]
@@ -137,7 +169,7 @@ def main(argv):
     start = time.perf_counter()
     capacities = [float(c) for c in _CAPACITIES.value]
     print(f"\nMemory plan (per-device batch; usable fraction {_USABLE.value:g}):\n")
-    print("\n".join(memory.markdown([], capacities).splitlines()[:2]), flush=True)
+    print("\n".join(memory.markdown([], capacities, _TARGETS.value).splitlines()[:2]), flush=True)
     rows = memory_plan(names)
     if _OUTPUT.value:
         os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
@@ -154,7 +186,7 @@ def main(argv):
         with open(_OUTPUT.value + ".md", "w") as f:
             f.write("# Memory plan of the runner's train step (compile only)\n\n")
             f.write(f"- machine: {header['machine']}\n- wall s: {header['wall_s']:.0f}\n\n")
-            f.write(memory.markdown(rows, capacities) + "\n")
+            f.write(memory.markdown(rows, capacities, _TARGETS.value) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import jax
 import ml_collections
 
 from experiments.benchmarks import runner_step, scan
+from experiments.targets import catalog, compiled, devices, programs
 from pixel_rnn_jax import models
 
 CAPACITIES_GB = (16, 80, 141)  # e.g. a 16 GB TPU v5e / V100, an 80 GB A100/H100, a 141 GB H200
@@ -117,10 +118,55 @@ def plan_row(
     }
 
 
-def markdown(rows: Sequence[dict[str, Any]], capacities_gb=CAPACITIES_GB) -> str:
-    """The plan as a Markdown table (one line per config and variant)."""
+def target_plan(
+    experiment_config: ml_collections.ConfigDict,
+    dtype: str,
+    remat: bool,
+    target_name: str,
+    *,
+    batches: tuple[int, int] = (8, 16),
+    usable_fraction: float = USABLE_FRACTION,
+    cache_dir=None,
+) -> dict[str, Any]:
+    """The same fit from the train step compiled for one chip of a target (`experiments.aot`'s
+    programs: the target's own buffer assignment, and `model.schedule='auto'` resolved for it).
+
+    Returns:
+      {'target', 'schedule', 'fixed_bytes', 'per_image_bytes', 'memory_bytes',
+      'largest_batch' (by the fit, in the target's usable memory), 'compile_s'}.
+    """
+    target = catalog.parse(target_name)
+    config = ml_collections.ConfigDict(experiment_config.to_dict())
+    config.model = variant_config(config.model, dtype, remat)
+    found = devices.target_devices(target)
+    analyses = []
+    for batch in batches:
+        (step,) = programs.build(config, target, found[:1], batch, which=["train_step"])
+        analyses.append(compiled.analyse(step, target, batch, cache_dir=cache_dir))
+    (small, large), (a, b) = batches, analyses
+    per_image = (b.peak_bytes - a.peak_bytes) / (large - small)
+    fixed = a.peak_bytes - small * per_image
+    usable_gb = target.memory_bytes / 1e9
+    return {
+        "target": target.name,
+        "schedule": programs.model_config_for(config.model, target.platform).schedule,
+        "fixed_bytes": fixed,
+        "per_image_bytes": per_image,
+        "memory_bytes": target.memory_bytes,
+        "largest_batch": largest_batch(fixed, per_image, usable_gb, usable_fraction),
+        "compile_s": a.compile_seconds + b.compile_seconds,
+    }
+
+
+def markdown(
+    rows: Sequence[dict[str, Any]], capacities_gb=CAPACITIES_GB, targets: Sequence[str] = ()
+) -> str:
+    """The plan as a Markdown table (one line per config and variant), with each target's
+    columns (`target_plan`) after the CPU-derived ones."""
     names = ["config", "image", "dtype", "remat", "fixed MiB", "MiB per image"]
     names += [f"batch in {c:g} GB" for c in capacities_gb] + ["compile s"]
+    for target in targets:
+        names += [f"{target}: fixed MiB", f"{target}: MiB per image", f"{target}: batch"]
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in rows:
         if "error" in row:
@@ -137,6 +183,16 @@ def markdown(rows: Sequence[dict[str, Any]], capacities_gb=CAPACITIES_GB) -> str
                 *(f"{row['largest_batch'][str(c)]:,}" for c in capacities_gb),
                 f"{row['compile_s']:.1f}",
             ]
+            for target in targets:
+                plan = row.get("targets", {}).get(target)
+                if plan is None or "error" in plan:
+                    cells += [plan["error"] if plan else "", "", ""]
+                    continue
+                cells += [
+                    f"{plan['fixed_bytes'] / 2**20:.0f}",
+                    f"{plan['per_image_bytes'] / 2**20:.1f}",
+                    f"{plan['largest_batch']:,} ({plan['schedule']})",
+                ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
