@@ -22,6 +22,7 @@ Results are cached by the program's lowered text in `--cache_dir`.
 
 from __future__ import annotations
 
+import math
 import pathlib
 import shlex
 import sys
@@ -111,9 +112,14 @@ def compile_for_target(
     largest = None
     if batch is None:
 
-        def peak_at(n: int) -> int:
+        def peak_at(n: int) -> float:
             (train_step,) = programs.build(config, target, devices, n, which=("train_step",))
-            return analyse(train_step, n).peak_bytes
+            result = analyse(train_step, n)
+            if isinstance(result, compiled.CompileFailure):
+                if result.out_of_memory:
+                    return math.inf
+                raise RuntimeError(result.fit_text())
+            return result.peak_bytes
 
         largest = compiled.largest_batch(peak_at, _USABLE.value * target.memory_bytes, hint=hint)
         batch = max(largest.fits, 1)  # none fits: the report says by how much at batch 1
@@ -125,6 +131,7 @@ def compile_for_target(
         dtype=config.model.dtype,
         analyses=[analyse(p, batch, hlo_dir) for p in built],
         largest=largest,
+        usable_fraction=_USABLE.value,
     )
 
 

@@ -87,3 +87,19 @@ def test_the_largest_batch_is_bracketed_by_compiles(peak, truth):
         assert found.fits >= truth * (1 - 1 / 8) or found.text().endswith(
             f"(< {found.does_not_fit})"
         )
+
+
+def test_what_the_compiler_refuses_is_a_finding_with_its_message(tmp_path):
+    program, target = train_step("v5e-1", per_chip_batch=400_000)
+    too_big = compiled.analyse(program, target, 400_000, cache_dir=tmp_path)
+    assert isinstance(too_big, compiled.CompileFailure) and too_big.out_of_memory
+    assert too_big.fit_text().startswith("does not fit: the compiler ran out of memory")
+    # A v5e slice of 256 chips does not compile a program on one host's 4 chips (the
+    # runner's sampler); the finding is cached like any result.
+    config = ml_collections.ConfigDict(configs.get_config("row_lstm_mnist_smoke").to_dict())
+    pod = catalog.parse("v5e-256")
+    (sample,) = programs.build(config, pod, devices.target_devices(pod), 1, which=["sample"])
+    refused = compiled.analyse(sample, pod, 1, cache_dir=tmp_path)
+    assert isinstance(refused, compiled.CompileFailure) and not refused.out_of_memory
+    assert "device assignment should include all slice devices" in refused.message
+    assert compiled.analyse(sample, pod, 1, cache_dir=tmp_path) == refused

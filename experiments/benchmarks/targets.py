@@ -101,8 +101,22 @@ def run_row(
         **dataclasses.asdict(spec),
         "unroll": str(spec.unroll),
         "per_chip_batch": per_chip_batch,
+        # A program the compiler refuses is a row too: its message in the memory column.
+        **(_FAILED if isinstance(analysis, compiled.CompileFailure) else {}),
         **analysis.to_json(),
     }
+
+
+_FAILED = {
+    "loop_trips": "",
+    "hlo_loop_trips": "",
+    "dependent_steps": "",
+    "launched_ops": 0,
+    "compile_seconds": math.nan,
+    "compiler_seconds": math.nan,
+    "overhead_seconds": math.nan,
+    "estimated_seconds": math.nan,
+}
 
 
 def run_suite(
@@ -126,7 +140,7 @@ def run_suite(
             log(
                 f"{target.name} {spec.model} {spec.size} {spec.schedule} unroll={spec.unroll} "
                 f"{spec.dtype}: est. {row['estimated_seconds'] * 1e3:.2f} ms, "
-                f"compile {row['compile_seconds']:.1f} s"
+                f"compile {row['compile_seconds']:.1f} s {row.get('message', '')}"
             )
             rows.append(row)
     header = {
@@ -160,7 +174,10 @@ COLUMNS = (
     ("loop trips (jaxpr / HLO)", lambda r: f"{r['loop_trips']} / {r['hlo_loop_trips']}"),
     ("dependent steps", lambda r: str(r["dependent_steps"])),
     ("launched ops", lambda r: f"{r['launched_ops']:,}"),
-    ("peak GiB/chip", lambda r: f"{r['peak_bytes'] / 2**30:.2f}"),
+    (
+        "peak GiB/chip",
+        lambda r: r["message"] if "message" in r else f"{r['peak_bytes'] / 2**30:.2f}",
+    ),
     ("compile s", lambda r: f"{r['compile_seconds']:.1f}"),
     ("est. compiler ms", lambda r: _ms(r["compiler_seconds"])),
     ("est. overhead ms", lambda r: _ms(r["overhead_seconds"])),

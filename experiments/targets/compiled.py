@@ -97,6 +97,28 @@ class Analysis:
         return row
 
 
+@dataclasses.dataclass(frozen=True)
+class CompileFailure:
+    """A program the target's compiler refused, with the compiler's message."""
+
+    program: str
+    target: str
+    per_chip_batch: int
+    message: str
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.message.startswith("RESOURCE_EXHAUSTED")
+
+    def fit_text(self) -> str:
+        if self.out_of_memory:
+            return f"does not fit: the compiler ran out of memory ({self.message})"
+        return f"does not compile for {self.target}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(dataclasses.asdict(self), fits=False, out_of_memory=self.out_of_memory)
+
+
 def compiler_versions() -> str:
     """The compilers that made a cached result (a new version recompiles)."""
     names = ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt")
@@ -137,8 +159,11 @@ def analyse(
     cache_dir: pathlib.Path | None = None,
     hlo_path: pathlib.Path | None = None,
     usable_fraction: float = USABLE_FRACTION,
-) -> Analysis:
+) -> Analysis | CompileFailure:
     """Compiles `program` for `target` (or reads the cached result) and reports on it.
+
+    A program the target's compiler refuses (out of memory, or a device assignment the
+    target cannot run) is a finding, not an error: a `CompileFailure` with its message.
 
     Args:
       program: from `programs.build`.
@@ -153,14 +178,20 @@ def analyse(
     if cached and cached.is_file() and hlo_path is None:
         row = json.loads(cached.read_text())
     else:
-        compiled, text, seconds = compile_program(program, target)
-        if hlo_path is not None:
-            hlo_path.parent.mkdir(parents=True, exist_ok=True)
-            hlo_path.write_text(text)
-        row = _measure(program, target, compiled, text, seconds)
+        try:
+            compiled, text, seconds = compile_program(program, target)
+        except jax.errors.JaxRuntimeError as error:
+            row = {"failure": str(error).strip().splitlines()[0][:500]}
+        else:
+            if hlo_path is not None:
+                hlo_path.parent.mkdir(parents=True, exist_ok=True)
+                hlo_path.write_text(text)
+            row = _measure(program, target, compiled, text, seconds)
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(row))
+    if "failure" in row:
+        return CompileFailure(program.name, target.name, per_chip_batch, row["failure"])
     return Analysis(
         program=program.name,
         target=target.name,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.targets.catalog import Target
-from experiments.targets.compiled import Analysis, LargestBatch
+from experiments.targets.compiled import Analysis, CompileFailure, LargestBatch
 from experiments.targets.estimate import OVERHEAD_S
 
 ESTIMATE_NOTE = (
@@ -34,8 +34,46 @@ def collectives_text(collectives: Sequence[dict[str, Any]]) -> str:
     return ", ".join(f"{c['kind']} {c['count']}x {c['bytes'] / 2**20:.2f} MiB" for c in collectives)
 
 
-def row(a: Analysis, largest: LargestBatch | None = None) -> dict[str, str]:
+PROGRAM_COLUMNS = (
+    "program",
+    "per-chip batch",
+    "peak GiB/chip",
+    "fit",
+    "largest per-chip batch",
+    "loop trips (jaxpr / HLO)",
+    "dependent steps",
+    "collectives per step",
+    "GFLOP/chip",
+    "est. compiler ms",
+    "est. overhead ms",
+    "est. step ms",
+    "est. images/s/chip",
+    "est. MFU",
+    "compile s",
+)
+SUMMARY_COLUMNS = (
+    "config",
+    "target",
+    "schedule",
+    "per-chip batch",
+    "peak GiB/chip",
+    "fit",
+    "largest per-chip batch",
+    "est. step ms",
+    "est. images/s/chip",
+    "est. images/s/target",
+    "est. MFU",
+    "compile s",
+)
+
+
+def row(a: Analysis | CompileFailure, largest: LargestBatch | None = None) -> dict[str, str]:
     """One program's cells, as the Markdown table shows them."""
+    if isinstance(a, CompileFailure):
+        cells = dict.fromkeys(PROGRAM_COLUMNS, "")
+        cells.update({"program": a.program, "per-chip batch": str(a.per_chip_batch)})
+        cells["fit"] = a.fit_text()
+        return cells
     estimated = not math.isnan(a.estimated_seconds)
     return {
         "program": a.program,
@@ -73,10 +111,12 @@ class Run:
     target: Target
     schedule: str  # as resolved for the target's platform
     dtype: str
-    analyses: Sequence[Analysis]
+    analyses: Sequence[Analysis | CompileFailure]
     largest: LargestBatch | None
 
-    def train(self) -> Analysis | None:
+    usable_fraction: float = 0.9
+
+    def train(self) -> Analysis | CompileFailure | None:
         return next((a for a in self.analyses if a.program == "train_step"), None)
 
 
@@ -88,7 +128,7 @@ def write(output: pathlib.Path, run: Run, *, command: str) -> None:
     slice_rate = ", ".join(
         f"{a.program} {a.images_per_second_per_chip * target.chips:,.0f}"
         for a in run.analyses
-        if a.program != "sample" and not math.isnan(a.estimated_seconds)
+        if isinstance(a, Analysis) and a.program != "sample" and not math.isnan(a.estimated_seconds)
     )
     overhead = OVERHEAD_S[target.platform]
     text = [
@@ -99,7 +139,7 @@ def write(output: pathlib.Path, run: Run, *, command: str) -> None:
         f"- Target: {target.describe()}. Source: {target.chip.source}.",
         f"- Model schedule for this platform: '{run.schedule}'; dtype {run.dtype}. The sampler "
         "runs on one host's chips.",
-        f"- Fits: peak memory per chip within {run.analyses[0].usable_fraction:.0%} of the chip's.",
+        f"- Fits: peak memory per chip within {run.usable_fraction:.0%} of the chip's.",
         f"- {ESTIMATE_NOTE} Assumed: {overhead['launch'] * 1e6:g} us per launched op, "
         f"{overhead['trip'] * 1e6:g} us per loop trip ({target.platform}).",
         f"- Estimated images/s over the whole target: {slice_rate or 'n/a'}.",
@@ -130,6 +170,11 @@ def _run_json(run: Run) -> dict[str, Any]:
 def summary_row(run: Run) -> dict[str, str]:
     """One config on one target: its train step's fit, largest batch and estimated time."""
     a = run.train()
+    if isinstance(a, CompileFailure):
+        cells = dict.fromkeys(SUMMARY_COLUMNS, "")
+        cells.update(config=run.config_name, target=run.target.name, schedule=run.schedule)
+        cells.update({"per-chip batch": str(a.per_chip_batch), "fit": a.fit_text()})
+        return cells
     estimated = a is not None and not math.isnan(a.estimated_seconds)
     return {
         "config": run.config_name,
@@ -145,7 +190,7 @@ def summary_row(run: Run) -> dict[str, str]:
             f"{a.images_per_second_per_chip * run.target.chips:,.0f}" if estimated else "n/a"
         ),
         "est. MFU": f"{a.mfu:.1%}" if estimated else "n/a",
-        "compile s": f"{sum(x.compile_seconds for x in run.analyses):.1f}",
+        "compile s": f"{sum(getattr(x, 'compile_seconds', 0.0) for x in run.analyses):.1f}",
     }
 
 
