@@ -205,6 +205,157 @@ def test_gemm_and_convolution_custom_calls():
     assert summary.launched_ops == 2 and summary.unestimated_ops == 1
 
 
+def conv_flops(line: str, *operands: str, platform: str = "cpu") -> float:
+    """FLOPs of one instruction `%out = ...(%a, %b, ...)` over parameters of these shapes."""
+    params = [f"%{chr(97 + n)} = {shape} parameter({n})" for n, shape in enumerate(operands)]
+    header = ", ".join(f"{chr(97 + n)}: {shape}" for n, shape in enumerate(operands))
+    text = module(computation(f"ENTRY %main ({header}) -> f32[]", *params, f"ROOT {line}"))
+    return hlo.summarize(text, platform=platform, clock_hz=1e9).flops
+
+
+def test_a_depthwise_weight_gradient_with_batch_group_count_costs_its_forward():
+    # The filter gradient of the depthwise conv above: channels in the batch dim of the
+    # input and the output-feature dim of dy, one batch group per channel.
+    flops = conv_flops(
+        "%dk = f32[3,3,1,4] convolution(%a, %b), window={size=8x8}, dim_labels=f01b_i01o->01bf,"
+        " batch_group_count=4",
+        "f32[1,10,10,4]",
+        "f32[1,8,8,4]",
+    )
+    assert flops == 2 * (8 * 8 * 4) * (3 * 3 * 1)
+
+
+# The same three products of the Diagonal BiLSTM (h=16, 32x32 images, batch 4) as TPU v5e
+# and H100 print them: the 2 x 1 state-to-state step of both directions (TPU: a convolution
+# padded 3_3 and dilated 2x, 1 useful tap in 8), its input gradient (dilated 2x: 1 in 2),
+# and its weight gradient over the 63 skewed columns (dilated 2x: 1 in 2). Before we
+# counted only useful taps, TPU's count of the step was 8x GPU's.
+DIAGONAL_BILSTM_PRODUCTS = {
+    "state_to_state": (
+        (
+            "%c = f32[2,64,4,32]{1,3,2,0:T(8,128)} convolution(%a, %b), window={size=2x4"
+            " pad=0_0x3_3 lhs_dilate=2x1 rhs_reversal=0x1}, dim_labels=0fb1_01oi->0b1f",
+            "bf16[2,32,64,1]{2,1,3,0:T(8,128)(2,1)}",
+            "bf16[2,4,32,32]{3,2,1,0:T(8,128)(2,1)}",
+        ),
+        (
+            "%d = f32[2,64,128]{2,1,0} dot(%a, %b), lhs_batch_dims={0},"
+            " lhs_contracting_dims={1}, rhs_batch_dims={0}, rhs_contracting_dims={1}",
+            "f32[2,32,64]{2,1,0}",
+            "f32[2,32,128]{2,1,0}",
+        ),
+        2 * 2 * (4 * 32) * 64 * (2 * 16),  # directions, rows, gates, taps * hidden
+    ),
+    "input_gradient": (
+        (
+            "%c = f32[2,4,32,32]{2,3,1,0:T(8,128)} convolution(%a, %b),"
+            " window={size=2x1 lhs_dilate=2x1}, dim_labels=0f1b_0oi1->01bf",
+            "f32[2,64,4,32]{3,1,2,0:T(8,128)}",
+            "bf16[2,32,64,1]{2,1,3,0:T(8,128)(2,1)}",
+        ),
+        (
+            "%d = f32[2,128,32]{2,1,0} dot(%a, %b), lhs_batch_dims={0},"
+            " lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={2}",
+            "f32[2,128,64]{2,1,0}",
+            "f32[2,32,64]{2,1,0}",
+        ),
+        2 * 2 * (4 * 32) * 64 * (2 * 16),
+    ),
+    "weight_gradient": (
+        (
+            "%c = f32[2,32,64,1,1]{2,1,4,0,3:T(8,128)} convolution(%a, %b),"
+            " window={size=4x2x32 lhs_dilate=1x2x1}, dim_labels=f102b_1oi02->1bf02",
+            "bf16[63,2,4,32,32]{0,4,3,1,2:T(8,128)(2,1)}",
+            "bf16[2,64,63,4,32]{2,1,4,0,3:T(8,128)(2,1)}",
+        ),
+        (
+            "%d = f32[2,32,64,32]{2,3,1,0} dot(%a, %b), lhs_batch_dims={0,2},"
+            " lhs_contracting_dims={3}, rhs_batch_dims={0,1}, rhs_contracting_dims={2}",
+            "f32[2,64,32,252]{3,2,1,0}",
+            "f32[2,32,252,32]{3,2,1,0}",
+        ),
+        2 * 2 * (2 * 16) * 64 * (63 * 4 * 32),  # over 63 columns of 4 * 32 rows
+    ),
+}
+
+
+@pytest.mark.parametrize("product", sorted(DIAGONAL_BILSTM_PRODUCTS))
+def test_tpu_convolutions_count_the_taps_that_read_real_input_like_gpu_dots(product):
+    tpu, gpu, expected = DIAGONAL_BILSTM_PRODUCTS[product]
+    assert conv_flops(*tpu, platform="tpu") == expected
+    assert conv_flops(*gpu, platform="gpu") == expected
+
+
+def random_window_dim(rng: random.Random) -> dict[str, int] | None:
+    """One spatial dim of a random convolution window, its output size and its useful taps
+    counted one by one; None when the window does not fit the padded input."""
+    dim = {
+        "size": rng.randint(1, 9),
+        "kernel": rng.randint(1, 4),
+        "stride": rng.randint(1, 3),
+        "low": rng.randint(-2, 4),
+        "high": rng.randint(-2, 4),
+        "lhs_dilate": rng.randint(1, 3),
+        "rhs_dilate": rng.randint(1, 2),
+    }
+    padded = (dim["size"] - 1) * dim["lhs_dilate"] + 1 + dim["low"] + dim["high"]
+    dim["out"] = (padded - (dim["kernel"] - 1) * dim["rhs_dilate"] - 1) // dim["stride"] + 1
+    if dim["out"] < 1:
+        return None
+    reads = [
+        o * dim["stride"] - dim["low"] + k * dim["rhs_dilate"]
+        for o in range(dim["out"])
+        for k in range(dim["kernel"])
+    ]
+    dim["taps"] = sum(
+        at % dim["lhs_dilate"] == 0 and 0 <= at // dim["lhs_dilate"] < dim["size"] for at in reads
+    )
+    return dim
+
+
+def test_convolution_padding_strides_and_dilations_against_brute_force():
+    rng = random.Random(1)
+    checked = 0
+    while checked < 60:
+        d0, d1 = random_window_dim(rng), random_window_dim(rng)
+        if d0 is None or d1 is None:
+            continue
+        window = (
+            f"size={d0['kernel']}x{d1['kernel']} stride={d0['stride']}x{d1['stride']}"
+            f" pad={d0['low']}_{d0['high']}x{d1['low']}_{d1['high']}"
+            f" lhs_dilate={d0['lhs_dilate']}x{d1['lhs_dilate']}"
+            f" rhs_dilate={d0['rhs_dilate']}x{d1['rhs_dilate']}"
+        )
+        flops = conv_flops(
+            f"%c = f32[2,{d0['out']},{d1['out']},5] convolution(%a, %b), window={{{window}}},"
+            " dim_labels=b01f_01io->b01f",
+            f"f32[2,{d0['size']},{d1['size']},3]",
+            f"f32[{d0['kernel']},{d1['kernel']},3,5]",
+        )
+        assert flops == 2 * 2 * 5 * 3 * d0["taps"] * d1["taps"], window
+        checked += 1
+
+
+def test_cudnn_convolutions_with_padding_count_their_real_taps():
+    # A 3x3 'SAME' conv of 8x8 images and its input gradient: per spatial dim 8 outputs *
+    # 3 taps less the 2 that read padding.
+    window = 'window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f, custom_call_target="'
+    real = 2 * 2 * 16 * 3 * (8 * 3 - 2) ** 2
+    forward = conv_flops(
+        f'%y = (f32[2,8,8,16], u8[0]) custom-call(%a, %b), {window}__cudnn$convForward"',
+        "f32[2,8,8,3]",
+        "f32[3,3,3,16]",
+        platform="gpu",
+    )
+    backward = conv_flops(
+        f'%dx = (f32[2,8,8,3], u8[0]) custom-call(%a, %b), {window}__cudnn$convBackwardInput"',
+        "f32[2,8,8,16]",
+        "f32[3,3,3,16]",
+        platform="gpu",
+    )
+    assert forward == backward == real
+
+
 def test_collectives_count_a_start_done_pair_once_with_the_result_bytes():
     groups = "replica_groups={{0,1,2,3,4,5,6,7}}"
     text = module(

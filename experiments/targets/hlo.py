@@ -34,7 +34,13 @@ What is counted, each weighted by how often its computation runs:
 - `flops`: 2 * multiply-adds of every `dot` and `convolution` (TPU prints its matmuls as
   convolutions), also inside fusions, and of cuBLAS / cuDNN custom-calls. Elementwise work
   is left out, so this is the matmul work a chip would do, not `cost_analysis()["flops"]`
-  (which also counts every while body once, whatever its trip count).
+  (which also counts every while body once, whatever its trip count). A convolution
+  counts only the multiply-adds whose input element is real, not padding nor a hole of
+  `lhs_dilate` (as XLA's HloCostAnalysis counts them): TPU prints the Diagonal BiLSTM's
+  2 x 1 state-to-state step and the gradients of convolutions as convolutions padded and
+  dilated to 2-8x their useful taps, where GPU prints a dot of the useful ones. Zeros that
+  a compiler adds to a matmul itself do count (GPU's split-K GEMMs round K up: 8064 to
+  8192 in the Diagonal BiLSTM's weight gradients, +0.1% of its train step).
 - Estimates: TPU instructions carry `"estimated_cycles"` (seconds = cycles / clock_hz);
   GPU instructions compiled with `xla_gpu_collect_cost_model_stats=True` carry a
   `"reification_cost"` list of `{"exec_time_us": ..., "name": ...}`, one entry per cost
@@ -621,17 +627,117 @@ def _operand_shape(computation: _Computation, inst: _Instruction, index: int) ->
     return defining.shape if defining else ""
 
 
-def _conv_flops(output: str, kernel: str, dim_labels: str | None) -> int:
-    """2 * outputs * (kernel elements per output feature): `feature_group_count` is already
-    in the kernel's input-feature dim, `batch_group_count` in its output-feature dim."""
-    out_dims, kernel_dims = _dims(output), _dims(kernel)
-    if out_dims is None or kernel_dims is None or not dim_labels or "_" not in dim_labels:
+def _conv_flops(inst: _Instruction, lhs: str, kernel: str, output: str) -> int:
+    """2 * the multiply-adds of a convolution that read a real input element.
+
+    As XLA's HloCostAnalysis counts them: 2 * batch * output features * kernel input
+    features (`feature_group_count` is already in the kernel's input-feature dim,
+    `batch_group_count` in the output's batch dim) * the (output, kernel) position pairs of
+    each spatial dim whose input position is neither padding nor a hole of `lhs_dilate`.
+    TPU prints gradients and the Diagonal BiLSTM's 2 x 1 state-to-state convolution as
+    convolutions padded, and dilated, to several times the useful taps; GPU prints the same
+    math as a dot of the useful ones.
+    """
+    labels = _conv_labels(_attribute(inst, "dim_labels"))
+    dims = [_dims(lhs), _dims(kernel), _dims(output)]
+    if labels is None or any(
+        d is None or len(d) != len(names) for d, names in zip(dims, labels, strict=True)
+    ):
         return 0
-    kernel_labels = dim_labels.split("_", 1)[1].split("->", 1)[0]
-    o = kernel_labels.find("o")
-    if len(kernel_labels) != len(kernel_dims) or o < 0 or kernel_dims[o] == 0:
+    (lhs_dims, kernel_dims, out_dims), (lhs_labels, kernel_labels, out_labels) = dims, labels
+    spatial = sorted(c for c in lhs_labels if c.isdigit())
+    if any(sorted(c for c in other if c.isdigit()) != spatial for other in labels[1:]):
         return 0
-    return 2 * math.prod(out_dims) * math.prod(kernel_dims) // kernel_dims[o]
+    window = _window(_attribute(inst, "window"), len(spatial))
+    taps = 1
+    for n, label in enumerate(spatial):
+        stride, (low, _), lhs_dilate, rhs_dilate = (field[n] for field in window)
+        taps *= _valid_taps(
+            lhs_dims[lhs_labels.index(label)],
+            kernel_dims[kernel_labels.index(label)],
+            out_dims[out_labels.index(label)],
+            stride,
+            low,
+            lhs_dilate,
+            rhs_dilate,
+        )
+    return (
+        2
+        * out_dims[out_labels.index("b")]
+        * out_dims[out_labels.index("f")]
+        * kernel_dims[kernel_labels.index("i")]
+        * taps
+    )
+
+
+def _conv_labels(dim_labels: str | None) -> tuple[str, str, str] | None:
+    """(input, kernel, output) labels of `dim_labels=b01f_01io->b01f`, or None if malformed."""
+    found = re.fullmatch(r"([a-z0-9]+)_([a-z0-9]+)->([a-z0-9]+)", dim_labels or "")
+    if found is None:
+        return None
+    lhs, kernel, out = found.groups()
+    for labels, needed in ((lhs, "bf"), (kernel, "io"), (out, "bf")):
+        if len(set(labels)) != len(labels) or any(c not in labels for c in needed):
+            return None
+    return lhs, kernel, out
+
+
+def _window(value: str | None, rank: int) -> list[list]:
+    """[strides, (low, high) paddings, lhs dilations, rhs dilations] of a
+    `window={size=2x4 stride=1x1 pad=0_0x3_3 lhs_dilate=2x1 rhs_dilate=1x1}`, one entry per
+    spatial dim; what is not printed (or not readable) has its default."""
+    fields = dict(re.findall(r"(\w+)=([-\w]+)", value or ""))
+
+    def per_dim(key: str, default, parse) -> list:
+        parts = fields[key].split("x") if key in fields else []
+        try:
+            values = [parse(part) for part in parts]
+        except ValueError:
+            values = []
+        return values if len(values) == rank else [default] * rank
+
+    def padding(part: str) -> tuple[int, int]:
+        low, high = part.split("_")
+        return int(low), int(high)
+
+    return [
+        per_dim("stride", 1, int),
+        per_dim("pad", (0, 0), padding),
+        per_dim("lhs_dilate", 1, int),
+        per_dim("rhs_dilate", 1, int),
+    ]
+
+
+def _valid_taps(
+    size: int, kernel: int, out: int, stride: int, low: int, lhs_dilate: int, rhs_dilate: int
+) -> int:
+    """(output, kernel) position pairs of one spatial dim that read a real input element.
+
+    Output o and tap k read position o * stride - low + k * rhs_dilate of the padded,
+    `lhs_dilate`-dilated input, a real element when it is a multiple of `lhs_dilate` in
+    [0, (size - 1) * lhs_dilate]. Counted per tap in closed form: the valid o of one tap
+    form an arithmetic progression.
+    """
+    if min(size, kernel, out, stride, lhs_dilate, rhs_dilate) < 1:
+        return 0
+    last = (size - 1) * lhs_dilate
+    count = 0
+    for k in range(kernel):
+        offset = k * rhs_dilate - low  # o * stride + offset must be in [0, last]
+        first = max(0, -(offset // stride))  # ceil(-offset / stride)
+        final = min(out - 1, (last - offset) // stride)
+        if first > final:
+            continue
+        # o * stride + offset = 0 (mod lhs_dilate) holds for every period-th o from the
+        # first one that does (if one does within a period).
+        period = lhs_dilate // math.gcd(stride, lhs_dilate)
+        start = next(
+            (o for o in range(first, first + period) if (o * stride + offset) % lhs_dilate == 0),
+            None,
+        )
+        if start is not None and start <= final:
+            count += (final - start) // period + 1
+    return count
 
 
 def _first_array(shape: str) -> str:
@@ -647,9 +753,8 @@ def _flops(computation: _Computation, inst: _Instruction) -> int:
             return 0
         return 2 * math.prod(out) * math.prod(lhs[d] for d in contracting)
     if inst.opcode == "convolution":
-        return _conv_flops(
-            inst.shape, _operand_shape(computation, inst, 1), _attribute(inst, "dim_labels")
-        )
+        lhs, kernel = (_operand_shape(computation, inst, i) for i in range(2))
+        return _conv_flops(inst, lhs, kernel, inst.shape)
     if inst.opcode != "custom-call":
         return 0
     target = _attribute(inst, "custom_call_target") or ""
@@ -661,17 +766,17 @@ def _flops(computation: _Computation, inst: _Instruction) -> int:
             return 0
         return 2 * math.prod(out) * math.prod(lhs[d] for d in contracting)
     if target.startswith("__cudnn$conv"):
-        # The dim_labels describe the forward convolution (input, kernel -> output); the
-        # backward ones take or return its output and kernel in other places.
+        # The window and dim_labels describe the forward convolution (input, kernel ->
+        # output); the backward ones take or return its three arrays in other places.
         result = _first_array(inst.shape)
         operand = [_operand_shape(computation, inst, i) for i in range(2)]
         if "BackwardInput" in target:
-            output, kernel = operand[0], operand[1]
+            lhs, kernel, output = result, operand[1], operand[0]
         elif "BackwardFilter" in target:
-            output, kernel = operand[1], result
+            lhs, kernel, output = operand[0], result, operand[1]
         else:
-            output, kernel = result, operand[1]
-        return _conv_flops(output, kernel, _attribute(inst, "dim_labels"))
+            lhs, kernel, output = operand[0], operand[1], result
+        return _conv_flops(inst, lhs, kernel, output)
     return 0
 
 
