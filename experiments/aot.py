@@ -116,8 +116,8 @@ def compile_for_target(
             (train_step,) = programs.build(config, target, devices, n, which=("train_step",))
             result = analyse(train_step, n)
             if isinstance(result, compiled.CompileFailure):
-                if result.out_of_memory:
-                    return math.inf
+                if result.out_of_memory:  # the compiler's own figure steers the search
+                    return result.needed_bytes or math.inf
                 raise RuntimeError(result.fit_text())
             return result.peak_bytes
 

@@ -52,6 +52,7 @@ their compile time grows with the unrolled program and bought nothing in our run
 from __future__ import annotations
 
 import os
+import pathlib
 import shlex
 import time
 
@@ -258,7 +259,7 @@ def run_targets(quick: bool, log) -> tuple[dict, list[dict]]:
         FLAGS.targets,
         specs=targets_suite.row_specs(**chosen),
         per_chip_batch=FLAGS.batch_size or targets_suite.PER_CHIP_BATCH,
-        cache_dir=FLAGS.aot_cache_dir or None,
+        cache_dir=pathlib.Path(FLAGS.aot_cache_dir) if FLAGS.aot_cache_dir else None,
         log=log,
     )
 

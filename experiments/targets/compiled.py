@@ -7,20 +7,23 @@ agree), the collectives, the FLOPs and the estimated step time (`estimate`: the 
 cost estimates, each loop body weighted by its trips, plus assumed launch and loop costs).
 Every number derived from the estimate is labelled an estimate in the reports.
 
-Compiling is the cost (a 12-layer CIFAR Diagonal BiLSTM takes a minute), so results are cached
-on disk, keyed by the target, the program's lowered text and the compiler versions.
+Compiling is the cost (a 12-layer CIFAR Diagonal BiLSTM takes a minute), so what a compile
+gives (its memory plan and its optimised HLO, gzipped) is cached on disk, keyed by the target,
+the program's lowered text and the compiler versions; the HLO is read again on every call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import pathlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +100,10 @@ class Analysis:
         return row
 
 
+_NEEDED = re.compile(r"\((\d+(?:\.\d+)?)([KMGT])\) exceeds|Used (\d+(?:\.\d+)?)([KMGT]) of")
+_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 @dataclasses.dataclass(frozen=True)
 class CompileFailure:
     """A program the target's compiler refused, with the compiler's message."""
@@ -109,6 +116,15 @@ class CompileFailure:
     @property
     def out_of_memory(self) -> bool:
         return self.message.startswith("RESOURCE_EXHAUSTED")
+
+    @property
+    def needed_bytes(self) -> float | None:
+        """What the compiler said the program needs, where its message says (TPU: "the total
+        memory required for HLO temporaries (135.62G) exceeds ...", "Used 20.5G of ...")."""
+        match = _NEEDED.search(self.message)
+        if match is None:
+            return None
+        return float(match.group(1) or match.group(3)) * _UNITS[match.group(2) or match.group(4)]
 
     def fit_text(self) -> str:
         if self.out_of_memory:
@@ -175,21 +191,26 @@ def analyse(
     """
     key = _lowered_key(program, target)
     cached = cache_dir / f"{key}.json" if cache_dir else None
-    if cached and cached.is_file() and hlo_path is None:
-        row = json.loads(cached.read_text())
+    cached_hlo = cache_dir / f"{key}.hlo.gz" if cache_dir else None
+    if cached and cached.is_file() and (cached_hlo.is_file() or "failure" in cached.read_text()):
+        compile_row = json.loads(cached.read_text())
+        text = gzip.decompress(cached_hlo.read_bytes()).decode() if cached_hlo.is_file() else ""
     else:
         try:
-            compiled, text, seconds = compile_program(program, target)
+            executable, text, seconds = compile_program(program, target)
         except jax.errors.JaxRuntimeError as error:
-            row = {"failure": str(error).strip().splitlines()[0][:500]}
+            compile_row, text = {"failure": str(error).strip().splitlines()[0][:500]}, ""
         else:
-            if hlo_path is not None:
-                hlo_path.parent.mkdir(parents=True, exist_ok=True)
-                hlo_path.write_text(text)
-            row = _measure(program, target, compiled, text, seconds)
+            compile_row = _compile_facts(executable, seconds)
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(row))
+            if text:
+                cached_hlo.write_bytes(gzip.compress(text.encode(), compresslevel=6))
+            cached.write_text(json.dumps(compile_row))
+    if hlo_path is not None and text:
+        hlo_path.parent.mkdir(parents=True, exist_ok=True)
+        hlo_path.write_text(text)
+    row = compile_row if "failure" in compile_row else _measure(program, target, compile_row, text)
     if "failure" in row:
         return CompileFailure(program.name, target.name, per_chip_batch, row["failure"])
     return Analysis(
@@ -205,11 +226,9 @@ def analyse(
     )
 
 
-def _measure(program: Program, target: Target, compiled, text: str, seconds: float) -> dict:
-    """The cached part of an `Analysis`: everything the compile and the jaxpr say."""
-    memory = compiled.memory_analysis()
-    summary = hlo.summarize(text, platform=target.platform, clock_hz=target.chip.clock_hz)
-    count = program.loop_count()
+def _compile_facts(executable, seconds: float) -> dict[str, Any]:
+    """What only the compile knows (cached beside the optimised HLO)."""
+    memory = executable.memory_analysis()
     return {
         "compile_seconds": seconds,
         "argument_bytes": int(memory.argument_size_in_bytes),
@@ -217,6 +236,17 @@ def _measure(program: Program, target: Target, compiled, text: str, seconds: flo
         "alias_bytes": int(memory.alias_size_in_bytes),
         "temp_bytes": int(memory.temp_size_in_bytes),
         "peak_bytes": int(memory.peak_memory_in_bytes),
+    }
+
+
+def _measure(program: Program, target: Target, compile_row: dict, text: str) -> dict:
+    """Everything an `Analysis` reports but the target: the compile's facts, then what its
+    HLO and the program's jaxpr say (read again on every call: the cache keeps the HLO, so
+    a better reading of it never needs a recompile)."""
+    summary = hlo.summarize(text, platform=target.platform, clock_hz=target.chip.clock_hz)
+    count = program.loop_count()
+    return {
+        **compile_row,
         "loop_trips": count.loop_trips,
         "dependent_steps": count.dependent_steps,
         "hlo_loop_trips": summary.loop_trips,
@@ -252,7 +282,7 @@ def largest_batch(
     usable_bytes: float,
     *,
     first: int = 8,
-    max_compiles: int = 6,
+    max_compiles: int = 7,
     tolerance: float = 1 / 16,
     hint: LargestBatch | None = None,
 ) -> LargestBatch:
@@ -286,7 +316,6 @@ def largest_batch(
         return math.floor(a + (usable_bytes - peak(a)) / per_image)
 
     if hint is not None and hint.fits >= 1 and hint.does_not_fit is not None:
-        first = hint.fits
         predicted = max(0, line_guess(hint.fits, hint.does_not_fit))
     else:
         peak(first)
@@ -303,8 +332,8 @@ def largest_batch(
         else:
             a, b = lo, hi
         guess = line_guess(a, b)
-        if hi is None:  # no batch too big yet: go to the line's limit, or just beyond lo
-            guess = max(guess, lo + max(1, int(tolerance * lo / 2)))
+        if hi is None:  # no batch too big yet: go to the line's limit (at most 16x), or beyond lo
+            guess = min(max(guess, lo + max(1, int(tolerance * lo / 2))), 16 * max(lo, 1))
         else:  # aim a little low, so that a batch that fits closes the bracket
             guess = int(guess * (1 - tolerance / 2))
             near_lo = guess <= lo + tolerance * lo / 2  # a secant creeping up: bisect
