@@ -82,6 +82,24 @@ def per_chip_batch(value: str | None, config, target: catalog.Target) -> int | N
     return int(value)
 
 
+def scaled_hint(
+    found: dict[str, compiled.LargestBatch], target: catalog.Target
+) -> compiled.LargestBatch | None:
+    """A first bracket for `target` from another chip's: scaled by the chips' memory.
+
+    Buffer layouts differ between chips (a TPU pads to its tiles), so this is only where the
+    search starts; it compiles its way from there.
+    """
+    for chip_key, largest in found.items():
+        if largest.fits >= 1 and largest.does_not_fit is not None:
+            ratio = target.memory_bytes / catalog.CHIPS[chip_key].memory_bytes
+            fits = max(1, int(largest.fits * ratio))
+            return compiled.LargestBatch(
+                fits, max(fits + 1, int(largest.does_not_fit * ratio)), 0, fits
+            )
+    return None
+
+
 def compile_for_target(
     config,
     config_name: str,
@@ -169,6 +187,7 @@ def main(argv):
     for config_name, config in runs:
         found = {}  # chip -> the largest batch found on a slice of it
         for target in targets:
+            hint = found.get(target.chip_key) or scaled_hint(found, target)
             where = output if single else output / config_name / target.name
             run = compile_for_target(
                 config,
@@ -176,7 +195,7 @@ def main(argv):
                 target,
                 _PER_CHIP_BATCH.value,
                 hlo_dir=where / "hlo" if _HLO.value else None,
-                hint=found.get(target.chip_key),
+                hint=hint,
             )
             if run.largest is not None:
                 found[target.chip_key] = run.largest
