@@ -497,8 +497,8 @@ TITLES = {
 
 
 def _estimate_ms(row: dict[str, Any]) -> str:
-    seconds = row.get("estimated_train_s")
-    return "" if seconds is None else f"{seconds * 1e3:.1f}"
+    parts = row.get("estimated_train")
+    return "" if parts is None else f"{parts['estimated_s'] * 1e3:.1f}"
 
 
 # The scan table with the compiler's estimate of each train step beside its measured time

@@ -431,7 +431,7 @@ def benchmark_one(
         "train_memory": memory_stats(train_compiled),
         # The compiler's cost model plus the assumed launch and loop costs (None on a CPU):
         # the accelerator suite prints it beside the measured time, to recalibrate it.
-        "estimated_train_s": estimate.executable_seconds(train_compiled, jax.devices()[0]),
+        "estimated_train": estimate.executable_estimate(train_compiled, jax.devices()[0]),
         "forward_memory": memory_stats(forward_compiled),
         "model_flops_per_image": flops_image,
         "train_flops_per_image": train_flops_image,

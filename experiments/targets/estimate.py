@@ -37,10 +37,14 @@ def overhead_seconds(summary: hlo.HloSummary, platform: str) -> float:
     return costs["launch"] * summary.launched_ops + costs["trip"] * summary.loop_trips
 
 
-def executable_seconds(executable: Any, device: Any) -> float | None:
-    """The estimated seconds of one call of a program compiled for `device` (None on a CPU,
-    or where the compiler wrote no estimates: a GPU program compiled without
-    `GPU_COMPILER_OPTIONS`)."""
+def executable_estimate(executable: Any, device: Any) -> dict[str, float] | None:
+    """The estimate of one call of a program compiled for `device`, with its parts:
+    {'compiler_s', 'launched_ops', 'loop_trips', 'overhead_s', 'estimated_s'}.
+
+    None on a CPU, or where the compiler wrote no estimates (a GPU program compiled without
+    `GPU_COMPILER_OPTIONS`). The parts are what recalibrating `OVERHEAD_S` fits:
+    measured - compiler_s against launched_ops and loop_trips.
+    """
     platform = "gpu" if device.platform in ("gpu", "cuda", "rocm") else device.platform
     if platform not in OVERHEAD_S:
         return None
@@ -49,4 +53,11 @@ def executable_seconds(executable: Any, device: Any) -> float | None:
     summary = hlo.summarize(executable.as_text(), platform=platform, clock_hz=clock)
     if summary.estimated_ops == 0 or math.isnan(summary.estimated_seconds):
         return None
-    return summary.estimated_seconds + overhead_seconds(summary, platform)
+    overhead = overhead_seconds(summary, platform)
+    return {
+        "compiler_s": summary.estimated_seconds,
+        "launched_ops": summary.launched_ops,
+        "loop_trips": summary.loop_trips,
+        "overhead_s": overhead,
+        "estimated_s": summary.estimated_seconds + overhead,
+    }
