@@ -30,7 +30,7 @@ def test_a_tpu_slice_report_has_every_program(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert (report["target"], report["chips"], report["hosts"]) == ("v5e-16", 16, 4)
-    assert report["schedule"] == "latency"  # 'auto' resolved for a TPU
+    assert report["schedule"] == "throughput"  # 'auto' resolved for a TPU and a Row LSTM
     by_name = {p["program"]: p for p in report["programs"]}
     assert sorted(by_name) == ["eval_step", "sample", "train_step"]
     train = by_name["train_step"]

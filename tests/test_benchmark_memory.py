@@ -11,7 +11,7 @@ from experiments.benchmarks import memory
 def test_a_target_plan_fits_the_targets_own_train_step(target, tmp_path):
     config = ml_collections.ConfigDict(configs.get_config("row_lstm_mnist_smoke").to_dict())
     plan = memory.target_plan(config, "float32", False, target, batches=(8, 16), cache_dir=tmp_path)
-    assert plan["target"] == target and plan["schedule"] == "latency"  # 'auto' for the target
+    assert plan["target"] == target and plan["schedule"] == "throughput"  # 'auto' there
     assert plan["per_image_bytes"] > 0 and plan["fixed_bytes"] > 0
     usable = memory.USABLE_FRACTION * plan["memory_bytes"]
     expected = int((usable - plan["fixed_bytes"]) // plan["per_image_bytes"])
@@ -21,4 +21,4 @@ def test_a_target_plan_fits_the_targets_own_train_step(target, tmp_path):
            "compile_s": 1.0, "targets": {target: plan}}  # fmt: skip
     table = memory.markdown([row], capacities_gb=[16], targets=[target])
     assert f"| {target}: batch |" in table.splitlines()[0]
-    assert table.splitlines()[-1].endswith(f"| {plan['largest_batch']:,} (latency) |")
+    assert table.splitlines()[-1].endswith(f"| {plan['largest_batch']:,} (throughput) |")

@@ -40,10 +40,15 @@ def test_bad_unroll_settings(bad):
         recurrence.parse_unroll(bad)
 
 
-def test_auto_schedule_is_throughput_on_cpu_and_latency_on_accelerators():
-    assert recurrence.resolve_schedule("auto", "cpu") == "throughput"
-    assert recurrence.resolve_schedule("auto", "gpu") == "latency"
-    assert recurrence.resolve_schedule("auto", "tpu") == "latency"
+def test_auto_schedule_per_backend_and_model_kind():
+    for kind in ("row_lstm", "diagonal_bilstm", None):
+        assert recurrence.resolve_schedule("auto", "cpu", kind) == "throughput"
+    assert recurrence.resolve_schedule("auto", "tpu", "row_lstm") == "throughput"
+    assert recurrence.resolve_schedule("auto", "tpu", "diagonal_bilstm") == "latency"
+    assert recurrence.resolve_schedule("auto", "cuda", "row_lstm") == (
+        recurrence.resolve_schedule("auto", "gpu", "row_lstm")
+    )
+    assert recurrence.resolve_schedule("auto", "some_new_backend", "row_lstm") == "throughput"
     assert recurrence.resolve_schedule("auto") == recurrence.resolve_schedule(
         "auto", jax.default_backend()
     )

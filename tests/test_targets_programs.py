@@ -11,6 +11,7 @@ import pytest
 from experiments import configs
 from experiments.targets import catalog, devices, programs
 from pixel_rnn_jax.errors import ConfigError
+from pixel_rnn_jax.nn import recurrence
 
 CONFIG = "row_lstm_mnist_smoke"
 
@@ -52,14 +53,20 @@ def test_a_multi_host_slice_splits_the_batch_over_every_chip_and_samples_on_one_
     assert sample.args[2].sharding.mesh.devices.size == 4
 
 
-def test_auto_resolves_for_the_targets_platform_not_this_machines():
-    config = smoke(schedule="auto")
-    assert programs.model_config_for(config.model, "tpu").schedule == "latency"
-    assert programs.model_config_for(config.model, "gpu").schedule == "latency"
-    assert programs.model_config_for(config.model, "cpu").schedule == "throughput"
-    assert programs.model_config_for(smoke(schedule="throughput").model, "tpu").schedule == (
-        "throughput"
+def test_auto_resolves_for_the_targets_platform_and_kind_not_this_machines(monkeypatch):
+    diagonal = ml_collections.ConfigDict(
+        configs.get_config("diagonal_bilstm_mnist_smoke").model.to_dict()
     )
+    assert programs.model_config_for(diagonal, "tpu").schedule == "latency"
+    assert programs.model_config_for(diagonal, "cpu").schedule == "throughput"
+    assert programs.model_config_for(smoke(schedule="latency").model, "tpu").schedule == "latency"
+    multiscale = configs.get_config("multiscale_imagenet64_smoke").model
+    assert programs.model_config_for(multiscale, "tpu").schedule == "throughput"  # Row LSTM parts
+    monkeypatch.setitem(recurrence.AUTO_SCHEDULE, "tpu", {"*": "throughput", "row_lstm": "latency"})
+    mixed = ml_collections.ConfigDict(multiscale.to_dict())
+    mixed.multiscale.conditional_name = "pixelcnn"
+    with pytest.raises(ConfigError, match="set --config.model.schedule"):
+        programs.model_config_for(mixed, "tpu")
 
 
 def test_a_class_conditional_model_gets_labels_in_every_program():

@@ -505,7 +505,10 @@ def benchmark_scan(
       Rows as `benchmark_one` returns them, plus {'skipped': reason} rows.
     """
     start = time.perf_counter()
-    resolved = list(dict.fromkeys(recurrence.resolve_schedule(s) for s in schedules))
+
+    def resolved(name: str) -> list[str]:  # 'auto' may pick per model kind
+        return list(dict.fromkeys(recurrence.resolve_schedule(s, kind=name) for s in schedules))
+
     plan = [
         (image_size, name, schedule, unroll, dtype, remat)
         for image_size in image_sizes
@@ -513,7 +516,7 @@ def benchmark_scan(
         for remat in remats
         # The PixelCNN baseline first, so that a time budget never skips it.
         for name in sorted(model_names, key=lambda name: name != "pixelcnn")
-        for schedule in (resolved if name in RECURRENT_MODELS else resolved[:1])
+        for schedule in (resolved(name) if name in RECURRENT_MODELS else resolved(name)[:1])
         for unroll in (list(unrolls) if name in RECURRENT_MODELS else [1])
     ]
     rows = []

@@ -26,6 +26,7 @@ import numpy as np
 from experiments.benchmarks import loops
 from experiments.targets.catalog import Target
 from pixel_rnn_jax import data, models, parallel, sampling, train
+from pixel_rnn_jax.errors import ConfigError
 from pixel_rnn_jax.nn import recurrence
 
 PROGRAMS = ("train_step", "eval_step", "sample")
@@ -47,9 +48,20 @@ class Program:
 
 
 def model_config_for(model_config: ml_collections.ConfigDict, platform: str):
-    """A copy of `model_config` with `schedule='auto'` resolved for `platform`."""
+    """A copy of `model_config` with `schedule='auto'` resolved for `platform`, as the model
+    resolves it on that platform (per kind; a Multi-Scale model per part, which must agree).
+    """
+    kinds = {model_config.name}
+    if model_config.name == "multiscale":
+        kinds = {model_config.multiscale.small.name, model_config.multiscale.conditional_name}
+    schedules = {recurrence.resolve_schedule(model_config.schedule, platform, k) for k in kinds}
+    if len(schedules) > 1:
+        raise ConfigError(
+            f"model.schedule='auto' resolves differently for the parts {sorted(kinds)} on "
+            f"{platform}; set --config.model.schedule to 'throughput' or 'latency'."
+        )
     resolved = ml_collections.ConfigDict(model_config.to_dict())
-    resolved.schedule = recurrence.resolve_schedule(model_config.schedule, platform)
+    resolved.schedule = schedules.pop()
     return resolved
 
 

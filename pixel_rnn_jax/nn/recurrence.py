@@ -37,17 +37,26 @@ def parse_unroll(unroll: Unroll) -> int | bool | str:
 
 SCHEDULES = ("throughput", "latency")
 SCHEDULE_CHOICES = "'auto', 'throughput' or 'latency'"
-# What 'auto' picks per backend. Accelerators get 'latency' until a measurement on one (the
-# accelerator suite times both) says otherwise; backends not listed get 'throughput'.
-AUTO_SCHEDULE = {"cpu": "throughput", "gpu": "latency", "cuda": "latency", "tpu": "latency"}
+# What 'auto' picks per backend and model kind ('*': any other kind). CPU: measured (both
+# schedules timed, WORKSPACE_NOTES.md "Recurrence schedules"). TPU and GPU: the compiler's
+# estimates of the runner's train step compiled for a v5e-8 and 8 H100s, both schedules and
+# every unroll (the targets suite; the rows are cited in WORKSPACE_NOTES.md, "Compiled for
+# TPU pods and GPUs"): estimates, until the accelerator suite on a lent device measures them.
+AUTO_SCHEDULE: dict[str, dict[str, str]] = {
+    "cpu": {"*": "throughput"},
+    "tpu": {"*": "throughput", "diagonal_bilstm": "latency"},
+    "gpu": {"*": "throughput"},
+}
+_BACKEND_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
 
-def resolve_schedule(schedule: str, backend: str | None = None) -> str:
+def resolve_schedule(schedule: str, backend: str | None = None, kind: str | None = None) -> str:
     """'throughput' or 'latency' for a `config.model.schedule` value.
 
     Args:
       schedule: 'auto', 'throughput' or 'latency'.
       backend: the platform 'auto' resolves for; default `jax.default_backend()`.
+      kind: the model kind (`config.model.name`, e.g. 'row_lstm'): 'auto' may pick per kind.
 
     Returns:
       One of `SCHEDULES`; ValueError for any other value.
@@ -57,7 +66,8 @@ def resolve_schedule(schedule: str, backend: str | None = None) -> str:
     if schedule != "auto":
         raise ValueError(f"model.schedule must be {SCHEDULE_CHOICES}; got {schedule!r}.")
     backend = backend or jax.default_backend()
-    return AUTO_SCHEDULE.get(backend, "throughput")
+    choices = AUTO_SCHEDULE.get(_BACKEND_ALIASES.get(backend, backend), {"*": "throughput"})
+    return choices.get(kind, choices["*"])
 
 
 def run_recurrence(
