@@ -44,7 +44,8 @@ def test_auto_schedule_per_backend_and_model_kind():
     for kind in ("row_lstm", "diagonal_bilstm", None):
         assert recurrence.resolve_schedule("auto", "cpu", kind) == "throughput"
     assert recurrence.resolve_schedule("auto", "tpu", "row_lstm") == "throughput"
-    assert recurrence.resolve_schedule("auto", "tpu", "diagonal_bilstm") == "latency"
+    for accelerator in ("tpu", "gpu"):
+        assert recurrence.resolve_schedule("auto", accelerator, "diagonal_bilstm") == "latency"
     assert recurrence.resolve_schedule("auto", "cuda", "row_lstm") == (
         recurrence.resolve_schedule("auto", "gpu", "row_lstm")
     )

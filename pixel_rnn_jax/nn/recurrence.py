@@ -45,7 +45,7 @@ SCHEDULE_CHOICES = "'auto', 'throughput' or 'latency'"
 AUTO_SCHEDULE: dict[str, dict[str, str]] = {
     "cpu": {"*": "throughput"},
     "tpu": {"*": "throughput", "diagonal_bilstm": "latency"},
-    "gpu": {"*": "throughput"},
+    "gpu": {"*": "throughput", "diagonal_bilstm": "latency"},
 }
 _BACKEND_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
