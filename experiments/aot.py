@@ -61,10 +61,10 @@ _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", str(compiled.default_cache_dir()), "Cache of compile results; '' for none."
 )
 _TOLERANCE = flags.DEFINE_float(
-    "search_tolerance", 1 / 16, "--per_chip_batch=max: stop when the bracket is this close."
+    "search_tolerance", 1 / 8, "--per_chip_batch=max: stop when the bracket is this close."
 )
 _MAX_COMPILES = flags.DEFINE_integer(
-    "max_compiles", 7, "--per_chip_batch=max: at most this many compiles per config and target."
+    "max_compiles", 5, "--per_chip_batch=max: at most this many compiles per config and target."
 )
 _HLO = flags.DEFINE_bool("hlo", True, "Also write each program's optimised HLO (recompiles).")
 

@@ -48,8 +48,7 @@ def test_several_configs_and_targets_with_the_largest_batch(tmp_path):
     out = tmp_path / "table"
     # v5e-4 starts from the bracket found on v5e-1 (the same chip).
     flags = ["--target=v5e-1,v5e-4", f"--configs={CONFIG},{CONFIG}",
-             "--per_chip_batch=max", "--programs=train_step", "--nohlo",
-             "--search_tolerance=0.125", "--max_compiles=5"]  # fmt: skip
+             "--per_chip_batch=max", "--programs=train_step", "--nohlo"]  # fmt: skip
     # A budget of a few MiB per chip: the search ends at small batches (fast compiles).
     result = aot(*flags, "--usable_fraction=0.001", f"--output={out}", cache=tmp_path / "c")
     assert result.returncode == 0, result.stderr[-3000:]
