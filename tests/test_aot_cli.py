@@ -9,6 +9,11 @@ import sys
 
 import pytest
 
+from experiments import aot as aot_entry_point
+from experiments import configs
+from experiments.targets import catalog
+from pixel_rnn_jax.errors import ConfigError
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "row_lstm_mnist_smoke"
 
@@ -69,6 +74,18 @@ def test_several_configs_and_targets_with_the_largest_batch(tmp_path):
     assert "largest per-chip batch" in (out / "summary.md").read_text()
 
 
+def test_the_per_chip_batch_flag():
+    target = catalog.parse("v5e-8")
+    config = configs.get_config(CONFIG)  # a global batch of 4: does not split over 8 chips
+    assert aot_entry_point.per_chip_batch("3", config, target) == 3
+    assert aot_entry_point.per_chip_batch("max", config, target) is None
+    for bad in ("lots", "0", "-2"):
+        with pytest.raises(ConfigError, match="--per_chip_batch must be"):
+            aot_entry_point.per_chip_batch(bad, config, target)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        aot_entry_point.per_chip_batch(None, config, target)
+
+
 def test_the_target_list():
     result = aot("--target=list")
     assert result.returncode == 0
@@ -91,8 +108,6 @@ _WITHOUT_LIBTPU = (
          "train.batch_size"),  # 20 images over 16 chips
         (["--target=v5e-8", f"--config={CONFIG}", "--config.model.hiden_dim=8"],
          "Did you mean config.model.hidden_dim"),
-        (["--target=v5e-8", f"--config={CONFIG}", "--per_chip_batch=lots"], "--per_chip_batch"),
-        (["--target=v5e-8"], "--config"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
