@@ -66,6 +66,12 @@ _TOLERANCE = flags.DEFINE_float(
 _MAX_COMPILES = flags.DEFINE_integer(
     "max_compiles", 5, "--per_chip_batch=max: at most this many compiles per config and target."
 )
+_SUMMARISE = flags.DEFINE_string(
+    "summarise",
+    None,
+    "Only write DIR/summary.md and summary.json again from the reports under DIR "
+    "(<config>/<target>/report.json, from one or several runs); compiles nothing.",
+)
 _HLO = flags.DEFINE_bool("hlo", True, "Also write each program's optimised HLO (recompiles).")
 
 
@@ -162,6 +168,10 @@ def compile_for_target(
 def main(argv):
     del argv
     target_devices.prepare_environment()  # before jax starts a backend
+    if _SUMMARISE.value:
+        report.summarise_directory(pathlib.Path(_SUMMARISE.value))
+        print((pathlib.Path(_SUMMARISE.value) / "summary.md").read_text())
+        return
     if _TARGET.value in (None, ""):
         raise ConfigError("--target is required: a target name, or --target=list to see them.")
     if _TARGET.value == "list":

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import aot as aot_entry_point
 from experiments import configs
-from experiments.targets import catalog
+from experiments.targets import catalog, report
 from pixel_rnn_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -72,6 +72,12 @@ def test_several_configs_and_targets_with_the_largest_batch(tmp_path):
         assert largest["does_not_fit"] > largest["fits"]  # bracketed by a compile
         assert (out / run["config"] / run["target"] / "report.md").is_file()
     assert "largest per-chip batch" in (out / "summary.md").read_text()
+    # --summarise rebuilds the summary from the reports alone (the same config's two runs
+    # share one directory per target).
+    (out / "summary.json").unlink()
+    report.summarise_directory(out)
+    again = json.loads((out / "summary.json").read_text())["runs"]
+    assert again == summary["runs"][:2]
 
 
 def test_the_per_chip_batch_flag():

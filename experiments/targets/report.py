@@ -9,9 +9,11 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from experiments.targets import catalog
 from experiments.targets.catalog import Target
 from experiments.targets.compiled import Analysis, CompileFailure, LargestBatch
 from experiments.targets.estimate import OVERHEAD_S
+from pixel_rnn_jax.errors import ConfigError
 
 ESTIMATE_NOTE = (
     "Every time, rate and MFU here is an estimate from the compiler's cost model plus the "
@@ -157,6 +159,7 @@ def _run_json(run: Run) -> dict[str, Any]:
     return {
         "config": run.config_name,
         "target": run.target.name,
+        "usable_fraction": run.usable_fraction,
         "chips": run.target.chips,
         "hosts": run.target.hosts,
         "schedule": run.schedule,
@@ -218,3 +221,39 @@ def write_summary(output: pathlib.Path, runs: Sequence[Run], *, command: str) ->
     (output / "summary.md").write_text("\n".join(text))
     payload = {"command": command, "runs": [_run_json(r) for r in runs]}
     (output / "summary.json").write_text(json.dumps(payload, indent=1, default=float))
+
+
+def read_run(path: pathlib.Path) -> tuple[Run, str]:
+    """A `Run` and its command back from a report.json that `write` wrote."""
+    payload = json.loads(path.read_text())
+    names = {f.name for f in dataclasses.fields(Analysis)}
+    failure_names = {f.name for f in dataclasses.fields(CompileFailure)}
+    analyses = [
+        CompileFailure(**{k: v for k, v in p.items() if k in failure_names})
+        if "message" in p
+        else Analysis(**{k: v for k, v in p.items() if k in names})
+        for p in payload["programs"]
+    ]
+    largest = payload["largest_batch"]
+    run = Run(
+        config_name=payload["config"],
+        target=catalog.parse(payload["target"]),
+        schedule=payload["schedule"],
+        dtype=payload["dtype"],
+        analyses=analyses,
+        largest=None if largest is None else LargestBatch(**largest),
+        usable_fraction=payload.get("usable_fraction", 0.9),
+    )
+    return run, payload["command"]
+
+
+def summarise_directory(output: pathlib.Path) -> None:
+    """OUTPUT/summary.md and summary.json again from OUTPUT/<config>/<target>/report.json (the
+    reports of one or several runs of `experiments.aot` into the same directory)."""
+    found = [read_run(path) for path in sorted(output.glob("*/*/report.json"))]
+    if not found:
+        raise ConfigError(f"No <config>/<target>/report.json under {output}.")
+    order = {name: i for i, name in enumerate(catalog.all_names())}
+    found.sort(key=lambda rc: (rc[0].config_name, order.get(rc[0].target.name, len(order))))
+    commands = "; ".join(dict.fromkeys(command for _, command in found))
+    write_summary(output, [run for run, _ in found], command=commands)
