@@ -32,7 +32,6 @@ from absl import flags
 from experiments import cli, configs
 from experiments.targets import catalog, compiled, programs, report
 from experiments.targets import devices as target_devices
-from pixel_rnn_jax import data
 from pixel_rnn_jax.errors import ConfigError
 
 _TARGET = flags.DEFINE_string(
@@ -75,25 +74,6 @@ _SUMMARISE = flags.DEFINE_string(
 _HLO = flags.DEFINE_bool("hlo", True, "Also write each program's optimised HLO (recompiles).")
 
 
-def per_chip_batch(value: str | None, config, target: catalog.Target) -> int | None:
-    """The per-chip batch asked for; None for 'max'.
-
-    Raises:
-      ConfigError: not a positive integer or 'max', or the config's global batch does not
-        split over the target's chips and hosts.
-    """
-    if value == "max":
-        return None
-    if value is None:
-        global_batch = config.train.batch_size
-        # The runner's own check: names the nearest global batches that split.
-        data.check_global_batch(global_batch, target.chips, target.hosts, what="train.batch_size")
-        return global_batch // target.chips
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"--per_chip_batch must be a positive integer or 'max'; got {value!r}.")
-    return int(value)
-
-
 def scaled_hint(
     found: dict[str, compiled.LargestBatch], target: catalog.Target
 ) -> compiled.LargestBatch | None:
@@ -124,7 +104,7 @@ def compile_for_target(
 
     `hint`: the largest batch found for the same config on another slice of the same chip.
     """
-    batch = per_chip_batch(batch_flag, config, target)
+    batch = programs.per_chip_batch(batch_flag, config, target)
     cache = pathlib.Path(_CACHE_DIR.value) if _CACHE_DIR.value else None
     devices = target_devices.target_devices(target)
 
@@ -194,7 +174,7 @@ def main(argv):
         target_devices.check_compiler(target.platform)
     for _, config in runs:  # batches that do not split fail before any compile
         for target in targets:
-            per_chip_batch(_PER_CHIP_BATCH.value, config, target)
+            programs.per_chip_batch(_PER_CHIP_BATCH.value, config, target)
     single = len(runs) * len(targets) == 1
     default = f"workdirs/aot/{runs[0][0]}/{targets[0].name}" if single else "workdirs/aot"
     output = pathlib.Path(_OUTPUT.value or default)

@@ -9,10 +9,7 @@ import sys
 
 import pytest
 
-from experiments import aot as aot_entry_point
-from experiments import configs
-from experiments.targets import catalog, report
-from pixel_rnn_jax.errors import ConfigError
+from experiments.targets import report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "row_lstm_mnist_smoke"
@@ -78,18 +75,6 @@ def test_several_configs_and_targets_with_the_largest_batch(tmp_path):
     report.summarise_directory(out)
     again = json.loads((out / "summary.json").read_text())["runs"]
     assert again == summary["runs"][:2]
-
-
-def test_the_per_chip_batch_flag():
-    target = catalog.parse("v5e-8")
-    config = configs.get_config(CONFIG)  # a global batch of 4: does not split over 8 chips
-    assert aot_entry_point.per_chip_batch("3", config, target) == 3
-    assert aot_entry_point.per_chip_batch("max", config, target) is None
-    for bad in ("lots", "0", "-2"):
-        with pytest.raises(ConfigError, match="--per_chip_batch must be"):
-            aot_entry_point.per_chip_batch(bad, config, target)
-    with pytest.raises(ConfigError, match="train.batch_size"):
-        aot_entry_point.per_chip_batch(None, config, target)
 
 
 def test_the_target_list():

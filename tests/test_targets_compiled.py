@@ -28,7 +28,6 @@ def test_a_train_step_report_agrees_with_its_program(target_name, tmp_path):
     assert analysis.unknown_trip_counts == 0
     assert analysis.dependent_steps == 56
     assert analysis.fits and 0 < analysis.peak_bytes < target.memory_bytes
-    assert analysis.peak_bytes >= analysis.temp_bytes
     # The gradients' one all-reduce per step, as large as the parameters (float32).
     (reduce,) = analysis.collectives
     parameters = sum(x.size for x in __import__("jax").tree.leaves(program.args[0].params))

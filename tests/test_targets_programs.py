@@ -105,3 +105,15 @@ def test_bfloat16_computes_in_bfloat16_over_float32_state(target_name):
     products = re.findall(r"= (\w+)\[[^=]*? (?:convolution|dot)\(", text)
     # The target's compiler kept them in bfloat16 (only the logits head produces float32).
     assert products.count("bf16") >= len(products) - 2 and products.count("bf16") > 0
+
+
+def test_the_per_chip_batch_flag():
+    target = catalog.parse("v5e-8")
+    config = configs.get_config(CONFIG)  # a global batch of 4: does not split over 8 chips
+    assert programs.per_chip_batch("3", config, target) == 3
+    assert programs.per_chip_batch("max", config, target) is None
+    for bad in ("lots", "0", "-2"):
+        with pytest.raises(ConfigError, match="--per_chip_batch must be"):
+            programs.per_chip_batch(bad, config, target)
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        programs.per_chip_batch(None, config, target)

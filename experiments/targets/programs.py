@@ -47,6 +47,25 @@ class Program:
         return loops.count_loops(self.fn, *self.args)
 
 
+def per_chip_batch(value: str | None, config, target: Target) -> int | None:
+    """The per-chip batch asked for; None for 'max'.
+
+    Raises:
+      ConfigError: not a positive integer or 'max', or the config's global batch does not
+        split over the target's chips and hosts.
+    """
+    if value == "max":
+        return None
+    if value is None:
+        global_batch = config.train.batch_size
+        # The runner's own check: names the nearest global batches that split.
+        data.check_global_batch(global_batch, target.chips, target.hosts, what="train.batch_size")
+        return global_batch // target.chips
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--per_chip_batch must be a positive integer or 'max'; got {value!r}.")
+    return int(value)
+
+
 def model_config_for(model_config: ml_collections.ConfigDict, platform: str):
     """A copy of `model_config` with `schedule='auto'` resolved for `platform`, as the model
     resolves it on that platform (per kind; a Multi-Scale model per part, which must agree).
