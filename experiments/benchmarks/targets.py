@@ -25,7 +25,7 @@ import ml_collections
 
 from experiments.benchmarks import scan
 from experiments.configs import base
-from experiments.targets import catalog, compiled, estimate, programs
+from experiments.targets import catalog, compiled, estimate, programs, report
 from experiments.targets import devices as target_devices
 
 DATASETS = {28: "binarized_mnist", 32: "cifar10"}  # the dataset each size stands for
@@ -164,10 +164,6 @@ def run_suite(
     return header, rows
 
 
-def _ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.2f}"
-
-
 COLUMNS = (
     ("target", lambda r: r["target"]),
     ("model", lambda r: r["model"]),
@@ -184,9 +180,9 @@ COLUMNS = (
         lambda r: r["message"] if "message" in r else f"{r['peak_bytes'] / 2**30:.2f}",
     ),
     ("compile s", lambda r: f"{r['compile_seconds']:.1f}"),
-    ("est. compiler ms", lambda r: _ms(r["compiler_seconds"])),
-    ("est. overhead ms", lambda r: _ms(r["overhead_seconds"])),
-    ("est. step ms", lambda r: _ms(r["estimated_seconds"])),
+    ("est. compiler ms", lambda r: report.milliseconds(r["compiler_seconds"])),
+    ("est. overhead ms", lambda r: report.milliseconds(r["overhead_seconds"])),
+    ("est. step ms", lambda r: report.milliseconds(r["estimated_seconds"])),
 )
 
 

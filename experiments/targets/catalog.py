@@ -107,29 +107,22 @@ CHIPS: dict[str, Chip] = {
 
 # Cloud TPU slice sizes (the number in the accelerator type) and their chip grids. v4 and v5p
 # count TensorCores (chips = n / 2) on a 3-D torus, v5e and v6e count chips on a 2-D one.
+_MEGACORE_GRIDS = {8: (2, 2, 1), 16: (2, 2, 2), 32: (2, 2, 4), 64: (2, 4, 4), 128: (4, 4, 4)}
+_LITE_GRIDS = {
+    1: (1, 1),
+    4: (2, 2),
+    8: (2, 4),
+    16: (4, 4),
+    32: (4, 8),
+    64: (8, 8),
+    128: (8, 16),
+    256: (16, 16),
+}
 _TPU_GRIDS: dict[str, dict[int, tuple[int, ...]]] = {
-    "v4": {8: (2, 2, 1), 16: (2, 2, 2), 32: (2, 2, 4), 64: (2, 4, 4), 128: (4, 4, 4)},
-    "v5p": {8: (2, 2, 1), 16: (2, 2, 2), 32: (2, 2, 4), 64: (2, 4, 4), 128: (4, 4, 4)},
-    "v5e": {
-        1: (1, 1),
-        4: (2, 2),
-        8: (2, 4),
-        16: (4, 4),
-        32: (4, 8),
-        64: (8, 8),
-        128: (8, 16),
-        256: (16, 16),
-    },
-    "v6e": {
-        1: (1, 1),
-        4: (2, 2),
-        8: (2, 4),
-        16: (4, 4),
-        32: (4, 8),
-        64: (8, 8),
-        128: (8, 16),
-        256: (16, 16),
-    },
+    "v4": _MEGACORE_GRIDS,
+    "v5p": _MEGACORE_GRIDS,
+    "v5e": _LITE_GRIDS,
+    "v6e": _LITE_GRIDS,
 }
 _ALIASES = {"v5litepod": "v5e", "v6litepod": "v6e"}
 _GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64)

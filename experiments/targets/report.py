@@ -25,7 +25,8 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f}"
 
 
-def _ms(seconds: float) -> str:
+def milliseconds(seconds: float) -> str:
+    """Seconds as milliseconds for a table, 'n/a' where there is no estimate."""
     return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.2f}"
 
 
@@ -87,9 +88,9 @@ def row(a: Analysis | CompileFailure, largest: LargestBatch | None = None) -> di
         "dependent steps": str(a.dependent_steps),
         "collectives per step": collectives_text(a.collectives),
         "GFLOP/chip": f"{a.flops / 1e9:.2f}",
-        "est. compiler ms": _ms(a.compiler_seconds),
-        "est. overhead ms": _ms(a.overhead_seconds),
-        "est. step ms": _ms(a.estimated_seconds),
+        "est. compiler ms": milliseconds(a.compiler_seconds),
+        "est. overhead ms": milliseconds(a.overhead_seconds),
+        "est. step ms": milliseconds(a.estimated_seconds),
         "est. images/s/chip": f"{a.images_per_second_per_chip:,.0f}" if estimated else "n/a",
         "est. MFU": f"{a.mfu:.1%}" if estimated else "n/a",
         "compile s": f"{a.compile_seconds:.1f}",
@@ -187,7 +188,7 @@ def summary_row(run: Run) -> dict[str, str]:
         "peak GiB/chip": _gib(a.peak_bytes) if a else "",
         "fit": a.fit_text() if a else "",
         "largest per-chip batch": run.largest.text() if run.largest else "",
-        "est. step ms": _ms(a.estimated_seconds) if a else "",
+        "est. step ms": milliseconds(a.estimated_seconds) if a else "",
         "est. images/s/chip": f"{a.images_per_second_per_chip:,.0f}" if estimated else "n/a",
         "est. images/s/target": (
             f"{a.images_per_second_per_chip * run.target.chips:,.0f}" if estimated else "n/a"
