@@ -22,3 +22,11 @@ def test_a_target_plan_fits_the_targets_own_train_step(target, tmp_path):
     table = memory.markdown([row], capacities_gb=[16], targets=[target])
     assert f"| {target}: batch |" in table.splitlines()[0]
     assert table.splitlines()[-1].endswith(f"| {plan['largest_batch']:,} (throughput) |")
+
+
+def test_the_linear_fit_passes_through_both_points_and_refuses_bad_batches():
+    fixed, per_image = memory.linear_fit((8, 16), (1000.0, 1800.0))
+    assert (fixed, per_image) == (200.0, 100.0)
+    assert memory.largest_batch(fixed, per_image, 1e-6, 1.0) == 8  # (1000 - 200) // 100
+    with pytest.raises(ValueError, match="two increasing positive sizes"):
+        memory.linear_fit((16, 8), (1.0, 2.0))

@@ -75,6 +75,15 @@ def largest_batch(fixed: float, per_image: float, capacity_gb: float, usable: fl
     return int(math.floor(room / per_image))
 
 
+def linear_fit(batches: Sequence[int], peaks: Sequence[float]) -> tuple[float, float]:
+    """`(fixed, per_image)` through the two points `(batch, peak bytes)` (module docstring)."""
+    (small, large), (low, high) = batches, peaks
+    if not 0 < small < large:
+        raise ValueError(f"batches must be two increasing positive sizes, got {tuple(batches)}.")
+    per_image = (high - low) / (large - small)
+    return low - small * per_image, per_image
+
+
 def plan_row(
     model_config: ml_collections.ConfigDict,
     image_shape: Sequence[int],
@@ -91,17 +100,14 @@ def plan_row(
       {'dtype', 'remat', 'image', 'batches', 'peak_bytes' (at each batch), 'fixed_bytes',
       'per_image_bytes', 'largest_batch' ({capacity GB: batch}), 'compile_s' (total)}.
     """
-    small, large = batches
-    if not 0 < small < large:
-        raise ValueError(f"batches must be two increasing positive sizes, got {batches}.")
+    linear_fit(batches, (0.0, 0.0))  # Refuses bad batches before anything compiles.
     config = variant_config(model_config, dtype, remat)
     peaks, compile_s = [], 0.0
     for batch in batches:
         stats, seconds = train_step_memory(config, image_shape, batch)
         peaks.append(stats["peak_bytes"])
         compile_s += seconds
-    per_image = (peaks[1] - peaks[0]) / (large - small)
-    fixed = peaks[0] - small * per_image
+    fixed, per_image = linear_fit(batches, peaks)
     return {
         "dtype": dtype,
         "remat": remat,
@@ -135,6 +141,7 @@ def target_plan(
       {'target', 'schedule', 'fixed_bytes', 'per_image_bytes', 'memory_bytes',
       'largest_batch' (by the fit, in the target's usable memory), 'compile_s'}.
     """
+    linear_fit(batches, (0.0, 0.0))  # Refuses bad batches before anything compiles.
     target = catalog.parse(target_name)
     config = ml_collections.ConfigDict(experiment_config.to_dict())
     config.model = variant_config(config.model, dtype, remat)
@@ -143,9 +150,8 @@ def target_plan(
     for batch in batches:
         (step,) = programs.build(config, target, found[:1], batch, which=["train_step"])
         analyses.append(compiled.analyse(step, target, batch, cache_dir=cache_dir))
-    (small, large), (a, b) = batches, analyses
-    per_image = (b.peak_bytes - a.peak_bytes) / (large - small)
-    fixed = a.peak_bytes - small * per_image
+    a, b = analyses
+    fixed, per_image = linear_fit(batches, (a.peak_bytes, b.peak_bytes))
     usable_gb = target.memory_bytes / 1e9
     return {
         "target": target.name,
