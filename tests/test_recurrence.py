@@ -44,8 +44,12 @@ def test_auto_schedule_per_backend_and_model_kind():
     for kind in ("row_lstm", "diagonal_bilstm", None):
         assert recurrence.resolve_schedule("auto", "cpu", kind) == "throughput"
     assert recurrence.resolve_schedule("auto", "tpu", "row_lstm") == "throughput"
-    for accelerator in ("tpu", "gpu"):
-        assert recurrence.resolve_schedule("auto", accelerator, "diagonal_bilstm") == "latency"
+    assert recurrence.resolve_schedule("auto", "gpu", "diagonal_bilstm") == "latency"
+    # On a TPU the Diagonal BiLSTM's choice turns on its width h.
+    assert recurrence.resolve_schedule("auto", "tpu", "diagonal_bilstm", 64) == "latency"
+    assert recurrence.resolve_schedule("auto", "tpu", "diagonal_bilstm", 128) == "throughput"
+    with pytest.raises(ValueError, match="pass hidden_dim"):
+        recurrence.resolve_schedule("auto", "tpu", "diagonal_bilstm")
     assert recurrence.resolve_schedule("auto", "cuda", "row_lstm") == (
         recurrence.resolve_schedule("auto", "gpu", "row_lstm")
     )

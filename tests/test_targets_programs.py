@@ -59,6 +59,9 @@ def test_auto_resolves_for_the_targets_platform_and_kind_not_this_machines(monke
     )
     assert programs.model_config_for(diagonal, "tpu").schedule == "latency"
     assert programs.model_config_for(diagonal, "cpu").schedule == "throughput"
+    diagonal.hidden_dim = 128  # a CIFAR-width Diagonal BiLSTM takes the other on a TPU
+    assert programs.model_config_for(diagonal, "tpu").schedule == "throughput"
+    assert programs.model_config_for(diagonal, "gpu").schedule == "latency"
     assert programs.model_config_for(smoke(schedule="latency").model, "tpu").schedule == "latency"
     multiscale = configs.get_config("multiscale_imagenet64_smoke").model
     assert programs.model_config_for(multiscale, "tpu").schedule == "throughput"  # Row LSTM parts

@@ -506,8 +506,13 @@ def benchmark_scan(
     """
     start = time.perf_counter()
 
-    def resolved(name: str) -> list[str]:  # 'auto' may pick per model kind
-        return list(dict.fromkeys(recurrence.resolve_schedule(s, kind=name) for s in schedules))
+    def resolved(name: str, image_size: int) -> list[str]:  # 'auto' may pick per kind and h
+        hidden = SIZES[image_size].hidden_dim
+        return list(
+            dict.fromkeys(
+                recurrence.resolve_schedule(s, kind=name, hidden_dim=hidden) for s in schedules
+            )
+        )
 
     plan = [
         (image_size, name, schedule, unroll, dtype, remat)
@@ -516,7 +521,7 @@ def benchmark_scan(
         for remat in remats
         # The PixelCNN baseline first, so that a time budget never skips it.
         for name in sorted(model_names, key=lambda name: name != "pixelcnn")
-        for schedule in (resolved(name) if name in RECURRENT_MODELS else resolved(name)[:1])
+        for schedule in resolved(name, image_size)[: None if name in RECURRENT_MODELS else 1]
         for unroll in (list(unrolls) if name in RECURRENT_MODELS else [1])
     ]
     rows = []

@@ -88,7 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     # 'throughput' (one loop per layer and direction, the layout XLA:CPU runs fastest),
     # 'latency' (the fewest sequential steps: the Row LSTM's layers in one scan over rows,
     # the Diagonal BiLSTM's directions in one loop; for accelerators, where every loop step
-    # costs launches) or 'auto' (per backend and model kind: `recurrence.AUTO_SCHEDULE`).
+    # costs launches) or 'auto' (per backend, model kind and h: `recurrence.AUTO_SCHEDULE`).
     config.model.schedule = "auto"
     # Multi-Scale PixelRNN only (model.name = 'multiscale', pixel_rnn_jax/multiscale.py);
     # ignored by the other models. The conditional network uses the model fields above.

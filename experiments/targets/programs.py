@@ -68,15 +68,23 @@ def per_chip_batch(value: str | None, config, target: Target) -> int | None:
 
 def model_config_for(model_config: ml_collections.ConfigDict, platform: str):
     """A copy of `model_config` with `schedule='auto'` resolved for `platform`, as the model
-    resolves it on that platform (per kind; a Multi-Scale model per part, which must agree).
+    resolves it on that platform (per kind and h; a Multi-Scale model per part, which must
+    agree).
     """
-    kinds = {model_config.name}
+    parts = {(model_config.name, model_config.hidden_dim)}
     if model_config.name == "multiscale":
-        kinds = {model_config.multiscale.small.name, model_config.multiscale.conditional_name}
-    schedules = {recurrence.resolve_schedule(model_config.schedule, platform, k) for k in kinds}
+        small = model_config.multiscale.small
+        parts = {
+            (small.name, small.hidden_dim),
+            (model_config.multiscale.conditional_name, model_config.hidden_dim),
+        }
+    schedules = {
+        recurrence.resolve_schedule(model_config.schedule, platform, kind, hidden)
+        for kind, hidden in parts
+    }
     if len(schedules) > 1:
         raise ConfigError(
-            f"model.schedule='auto' resolves differently for the parts {sorted(kinds)} on "
+            f"model.schedule='auto' resolves differently for the parts {sorted(parts)} on "
             f"{platform}; set --config.model.schedule to 'throughput' or 'latency'."
         )
     resolved = ml_collections.ConfigDict(model_config.to_dict())

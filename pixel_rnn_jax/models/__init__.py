@@ -50,7 +50,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.remat = False  # recompute each body unit in the backward pass (less memory)
     # Recurrence layout: 'throughput' (one loop per layer: XLA:CPU's fastest), 'latency' (the
     # fewest sequential steps: every Row LSTM layer in one scan over rows, both Diagonal
-    # BiLSTM directions in one loop) or 'auto' (per backend: `recurrence.resolve_schedule`).
+    # BiLSTM directions in one loop) or 'auto' (per backend, kind and h: `resolve_schedule`).
     # The parameters do not depend on it.
     config.schedule = "auto"
     # Multi-Scale PixelRNN only (name 'multiscale'), ignored by the other models.

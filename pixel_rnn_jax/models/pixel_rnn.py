@@ -142,7 +142,9 @@ def build_pixel_rnn(config: ml_collections.ConfigDict) -> PixelRNN:
             f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}."
         )
     dtype = layers.compute_dtype(config.dtype)
-    schedule = recurrence.resolve_schedule(config.schedule, kind=config.name)
+    schedule = recurrence.resolve_schedule(
+        config.schedule, kind=config.name, hidden_dim=config.hidden_dim
+    )
     if config.hidden_dim < config.num_channels or config.output_dim < config.num_channels:
         raise ValueError(
             f"hidden_dim ({config.hidden_dim}) and output_dim ({config.output_dim}) must be at "

@@ -6,12 +6,14 @@ is what `experiments/benchmark.py` measures.
 A schedule (`config.model.schedule`) says how a model lays its recurrences out: 'throughput'
 runs one loop per layer and direction with the most work per step (the layout XLA:CPU runs
 fastest), 'latency' the fewest sequential steps (every loop iteration costs launches and
-loop control on an accelerator whatever its work). 'auto' picks one per backend
-(`resolve_schedule`). A schedule never changes the parameters or the function.
+loop control on an accelerator whatever its work). 'auto' picks one per backend, model kind
+and, where that decides it, the recurrent state's width h (`resolve_schedule`). A schedule
+never changes the parameters or the function.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -37,29 +39,51 @@ def parse_unroll(unroll: Unroll) -> int | bool | str:
 
 SCHEDULES = ("throughput", "latency")
 SCHEDULE_CHOICES = "'auto', 'throughput' or 'latency'"
+
+
+@dataclasses.dataclass(frozen=True)
+class ByWidth:
+    """An 'auto' choice that depends on the recurrent state's width h (`model.hidden_dim`)."""
+
+    up_to: int  # the widest h that takes `narrow`
+    narrow: str
+    wide: str
+
+    def pick(self, hidden_dim: int) -> str:
+        return self.narrow if hidden_dim <= self.up_to else self.wide
+
+
 # What 'auto' picks per backend and model kind ('*': any other kind). CPU: measured (both
 # schedules timed, WORKSPACE_NOTES.md "Recurrence schedules"). TPU and GPU: the compiler's
 # estimates of the runner's train step compiled for a v5e-8 and 8 H100s, both schedules and
-# every unroll (the targets suite; the rows are cited in WORKSPACE_NOTES.md, "Compiled for
-# TPU pods and GPUs"): estimates, until the accelerator suite on a lent device measures them.
-AUTO_SCHEDULE: dict[str, dict[str, str]] = {
+# every unroll at 28x28 and 32x32x3, and h = 16 to 128 on the v5e (the targets suite and
+# `experiments.aot`; the rows are cited in WORKSPACE_NOTES.md, "Compiled for TPU pods and
+# GPUs"): estimates, until the accelerator suite on a lent device measures them.
+AUTO_SCHEDULE: dict[str, dict[str, str | ByWidth]] = {
     "cpu": {"*": "throughput"},
-    "tpu": {"*": "throughput", "diagonal_bilstm": "latency"},
+    "tpu": {"*": "throughput", "diagonal_bilstm": ByWidth(64, "latency", "throughput")},
     "gpu": {"*": "throughput", "diagonal_bilstm": "latency"},
 }
 _BACKEND_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
 
-def resolve_schedule(schedule: str, backend: str | None = None, kind: str | None = None) -> str:
+def resolve_schedule(
+    schedule: str,
+    backend: str | None = None,
+    kind: str | None = None,
+    hidden_dim: int | None = None,
+) -> str:
     """'throughput' or 'latency' for a `config.model.schedule` value.
 
     Args:
       schedule: 'auto', 'throughput' or 'latency'.
       backend: the platform 'auto' resolves for; default `jax.default_backend()`.
       kind: the model kind (`config.model.name`, e.g. 'row_lstm'): 'auto' may pick per kind.
+      hidden_dim: the model's h; needed where 'auto' picks by width (`ByWidth`).
 
     Returns:
-      One of `SCHEDULES`; ValueError for any other value.
+      One of `SCHEDULES`; ValueError for any other value, or for a `ByWidth` choice
+      without `hidden_dim`.
     """
     if schedule in SCHEDULES:
         return schedule
@@ -67,7 +91,12 @@ def resolve_schedule(schedule: str, backend: str | None = None, kind: str | None
         raise ValueError(f"model.schedule must be {SCHEDULE_CHOICES}; got {schedule!r}.")
     backend = backend or jax.default_backend()
     choices = AUTO_SCHEDULE.get(_BACKEND_ALIASES.get(backend, backend), {"*": "throughput"})
-    return choices.get(kind, choices["*"])
+    choice = choices.get(kind, choices["*"])
+    if not isinstance(choice, ByWidth):
+        return choice
+    if hidden_dim is None:
+        raise ValueError(f"'auto' for {kind} on {backend} picks by width: pass hidden_dim.")
+    return choice.pick(hidden_dim)
 
 
 def run_recurrence(
