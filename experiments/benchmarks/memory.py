@@ -75,11 +75,17 @@ def largest_batch(fixed: float, per_image: float, capacity_gb: float, usable: fl
     return int(math.floor(room / per_image))
 
 
-def linear_fit(batches: Sequence[int], peaks: Sequence[float]) -> tuple[float, float]:
-    """`(fixed, per_image)` through the two points `(batch, peak bytes)` (module docstring)."""
-    (small, large), (low, high) = batches, peaks
+def checked_batches(batches: Sequence[int]) -> tuple[int, int]:
+    """A fit's two per-device batches `(small, large)`; ValueError unless 0 < small < large."""
+    small, large = batches
     if not 0 < small < large:
         raise ValueError(f"batches must be two increasing positive sizes, got {tuple(batches)}.")
+    return small, large
+
+
+def linear_fit(batches: Sequence[int], peaks: Sequence[float]) -> tuple[float, float]:
+    """`(fixed, per_image)` through the two points `(batch, peak bytes)` (module docstring)."""
+    (small, large), (low, high) = checked_batches(batches), peaks
     per_image = (high - low) / (large - small)
     return low - small * per_image, per_image
 
@@ -100,7 +106,7 @@ def plan_row(
       {'dtype', 'remat', 'image', 'batches', 'peak_bytes' (at each batch), 'fixed_bytes',
       'per_image_bytes', 'largest_batch' ({capacity GB: batch}), 'compile_s' (total)}.
     """
-    linear_fit(batches, (0.0, 0.0))  # Refuses bad batches before anything compiles.
+    checked_batches(batches)  # bad batches fail before anything compiles
     config = variant_config(model_config, dtype, remat)
     peaks, compile_s = [], 0.0
     for batch in batches:
@@ -141,7 +147,7 @@ def target_plan(
       {'target', 'schedule', 'fixed_bytes', 'per_image_bytes', 'memory_bytes',
       'largest_batch' (by the fit, in the target's usable memory), 'compile_s'}.
     """
-    linear_fit(batches, (0.0, 0.0))  # Refuses bad batches before anything compiles.
+    checked_batches(batches)  # bad batches fail before anything compiles
     target = catalog.parse(target_name)
     config = ml_collections.ConfigDict(experiment_config.to_dict())
     config.model = variant_config(config.model, dtype, remat)
