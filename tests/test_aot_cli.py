@@ -99,6 +99,7 @@ _WITHOUT_LIBTPU = (
          "train.batch_size"),  # 20 images over 16 chips
         (["--target=v5e-8", f"--config={CONFIG}", "--config.model.hiden_dim=8"],
          "Did you mean config.model.hidden_dim"),
+        (["--target=v5e-8"], "Give either --config"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
